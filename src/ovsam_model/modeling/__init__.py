@@ -1,0 +1,1 @@
+"""OV-SAM modules, one family per file; ``ovsam.OVSAM`` assembles them."""

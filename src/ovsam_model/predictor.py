@@ -1,0 +1,282 @@
+"""``OVSAMPredictor``: encode an image once, then segment and name objects from many prompts.
+
+numpy in and out, over a batched torch path. Coordinates: points are (x, y) pixels of the original image,
+boxes are XYXY pixels of the original image; masks come back at the original (H, W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .image import to_model_rgb
+from .modeling.ovsam import OVSAM, ImageFeatures
+from .prompts import PromptSet, normalize_prompts
+
+# Prompts decoded per chunk: bounds memory (the image embedding is repeated per prompt in the decoder and
+# full-resolution masks are computed per chunk) without costing speed.
+DEFAULT_CHUNK_SIZE = 64
+# Half side (input-frame pixels) of the region used to name a point prompt whose mask came out empty.
+_EMPTY_MASK_HALF_BOX = 16.0
+
+
+@dataclass
+class Prediction:
+    """Result of ``OVSAMPredictor.predict`` for N prompts (objects).
+
+    masks: bool (N, M, H, W) at the original image size; M = 3 with multimask output, else 1; sorted by
+        predicted IoU, best first. iou: float32 (N, M). class_ids: int64 (N,) indices into the vocabulary;
+        class_names: N names; scores: float32 (N,) probability of the named class; topk_ids / topk_scores:
+        (N, k) best classes and their probabilities; topk_names: N lists of k names; low_res_logits: float32
+        (N, M, 4g, 4g) mask logits in the padded model-input frame (g = embedding grid).
+    """
+
+    masks: np.ndarray
+    iou: np.ndarray
+    class_ids: np.ndarray
+    class_names: list[str]
+    scores: np.ndarray
+    topk_ids: np.ndarray
+    topk_scores: np.ndarray
+    topk_names: list[list[str]]
+    low_res_logits: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.class_ids)
+
+
+@dataclass
+class TorchPrediction:
+    """The torch form of ``Prediction`` (no masks at original size): see ``OVSAMPredictor.predict_torch``."""
+
+    low_res_logits: torch.Tensor  # [N, M, 4g, 4g]
+    iou: torch.Tensor  # [N, M]
+    probabilities: torch.Tensor  # [N, K + 1], background last
+
+
+class OVSAMPredictor:
+    """Segment-and-name predictor in the spirit of ``segment_anything.SamPredictor``."""
+
+    def __init__(self, model: OVSAM, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.model = model
+        self.chunk_size = chunk_size
+        self.features: ImageFeatures | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+        self.vocabulary = None
+        self.text_embeddings: torch.Tensor | None = None
+        self.seen: torch.Tensor | None = None
+        default = getattr(model, "default_vocabulary", None)
+        if default is not None:
+            self.set_vocabulary(default, text_embeddings=getattr(model, "default_text_embeddings", None))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ------------------------------------------------------------------ image
+    def input_size_for(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) after resizing the longest side of (H, W) to the model's image size."""
+        h, w = original_size
+        scale = self.model.config.image_size / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def prepare_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> torch.Tensor:
+        """(H, W) / (H, W, C) image -> float [3, h, w] in 0..255, longest side resized to the model size."""
+        rgb = to_model_rgb(image, contrast_limits)
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        size = self.input_size_for(rgb.shape[:2])
+        if size != rgb.shape[:2]:
+            tensor = F.interpolate(tensor, size, mode="bilinear", align_corners=False, antialias=True)
+        return tensor[0].clamp_(0, 255)
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> None:
+        """Encode an image (see ``ovsam_model.image`` for the contrast rule) and cache its features."""
+        tensor = self.prepare_image(image, contrast_limits)
+        self.features = self.model.encode_image(tensor[None].to(self.device))
+        self.original_size = (int(image.shape[0]), int(image.shape[1]))
+        self.input_size = (int(tensor.shape[1]), int(tensor.shape[2]))
+
+    def reset_image(self) -> None:
+        self.features = None
+        self.original_size = self.input_size = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.features is not None
+
+    def get_image_embedding(self) -> dict[str, Any]:
+        """The cached image state as numpy arrays (``embedding``, ``fpn_0``..``fpn_3``, ``clip_top``) plus the
+        ``original_size`` and ``input_size`` tuples; ``set_image_embedding`` restores it."""
+        features = self._require_image()
+        state: dict[str, Any] = {k: v[0].float().cpu().numpy() for k, v in features.tensors().items()}
+        state["original_size"] = self.original_size
+        state["input_size"] = self.input_size
+        return state
+
+    def set_image_embedding(self, state: dict[str, Any]) -> None:
+        """Restore a state from ``get_image_embedding`` (e.g. from a cache), checking it fits this model."""
+        tensors = {
+            k: torch.as_tensor(np.asarray(v), dtype=torch.float32, device=self.device)[None]
+            for k, v in state.items()
+            if k not in ("original_size", "input_size")
+        }
+        expected = (self.model.config.adapter.out_chans, self.model.config.embedding_size)
+        embedding = tensors.get("embedding")
+        if embedding is None or (embedding.shape[1], embedding.shape[-1]) != expected:
+            got = None if embedding is None else tuple(embedding.shape[1:])
+            raise ValueError(
+                f"This image embedding does not fit the model '{self.model.config.name}' "
+                f"(embedding {got}, expected channels/grid {expected}); recompute it with this model."
+            )
+        self.features = ImageFeatures.from_tensors(tensors)
+        self.original_size = tuple(state["original_size"])  # type: ignore[assignment]
+        self.input_size = tuple(state["input_size"])  # type: ignore[assignment]
+
+    # -------------------------------------------------------------- vocabulary
+    def set_vocabulary(
+        self,
+        vocabulary,
+        *,
+        seen: Sequence[bool] | None = None,
+        text_embeddings: torch.Tensor | None = None,
+        cache_dir=None,
+    ) -> None:
+        """Set the class names objects are named from.
+
+        vocabulary: a ``Vocabulary`` or a list of entries "name, synonym, ..."; seen: per class, whether the
+        model was trained on it (weights the fusion; default: the vocabulary's own flags); text_embeddings:
+        precomputed [K, P, D] embeddings (default: computed with the model's text tower, cached on disk).
+        """
+        from .text import encode_vocabulary
+        from .vocabulary import Vocabulary
+
+        if not isinstance(vocabulary, Vocabulary):
+            vocabulary = Vocabulary(list(vocabulary))
+        if text_embeddings is None:
+            text_embeddings = encode_vocabulary(vocabulary, self.model.text_encoder, cache_dir=cache_dir)
+        if text_embeddings.shape[0] != len(vocabulary):
+            raise ValueError(
+                f"text_embeddings has {text_embeddings.shape[0]} classes, the vocabulary {len(vocabulary)}."
+            )
+        flags = list(seen) if seen is not None else list(vocabulary.seen)
+        if len(flags) != len(vocabulary):
+            raise ValueError(f"seen has {len(flags)} flags for {len(vocabulary)} classes.")
+        self.vocabulary = vocabulary
+        self.text_embeddings = text_embeddings.to(self.device, torch.float32)
+        self.seen = torch.tensor(flags, dtype=torch.bool, device=self.device)
+
+    # ----------------------------------------------------------------- predict
+    def predict(
+        self,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        *,
+        multimask_output: bool = False,
+        top_k: int = 5,
+    ) -> Prediction:
+        """Segment and name N objects.
+
+        Args:
+            points: (P, 2) for one object or (N, P, 2) for N objects; (x, y) pixels of the original image.
+            point_labels: (P,) or (N, P): 1 positive, 0 negative, -1 padding (ignored).
+            boxes: (4,) or (N, 4) XYXY pixels of the original image. With points too, N must match: each object
+                then has its points and its box.
+            multimask_output: return 3 candidate masks per object (sorted by predicted IoU, best first).
+            top_k: how many alternative classes to return.
+        """
+        features = self._require_image()
+        vocabulary = self._require_vocabulary()
+        assert self.original_size is not None and self.input_size is not None
+        prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
+        torch_prompts = prompts.to_input_frame(self.original_size, self.input_size, self.device)
+        result = self.predict_torch(features, torch_prompts, multimask_output=multimask_output)
+        masks = self._full_size_masks(result.low_res_logits)
+        return self._to_numpy(result, masks, vocabulary, top_k)
+
+    @torch.no_grad()
+    def predict_torch(
+        self, features: ImageFeatures, prompts: PromptSet, *, multimask_output: bool = False
+    ) -> TorchPrediction:
+        """Decode and name prompts given in the model-input frame, ``chunk_size`` prompts at a time."""
+        assert self.text_embeddings is not None and self.seen is not None
+        logits, ious, probs = [], [], []
+        for chunk in prompts.chunks(self.chunk_size):
+            decoded = self.model.decode(
+                features,
+                points=chunk.points,
+                point_labels=chunk.point_labels,
+                boxes=chunk.boxes,
+                multimask_output=multimask_output,
+            )
+            order = decoded.iou.argsort(dim=1, descending=True)
+            iou = decoded.iou.gather(1, order)
+            low_res = decoded.low_res_logits.gather(
+                1, order[:, :, None, None].expand_as(decoded.low_res_logits)
+            )
+            rois, valid = self.model.region_rois(low_res[:, 0], fallback_boxes=self._fallback_boxes(chunk))
+            head_embed, clip_embed = self.model.region_embeddings(features, rois)
+            probs.append(self.model.classify(head_embed, clip_embed, self.text_embeddings, self.seen, valid))
+            logits.append(low_res)
+            ious.append(iou)
+        return TorchPrediction(torch.cat(logits), torch.cat(ious), torch.cat(probs))
+
+    # --------------------------------------------------------------- internals
+    def _fallback_boxes(self, prompts: PromptSet) -> torch.Tensor:
+        """Where a mask comes out empty, name the prompt's own box, or a small box around its first point."""
+        n = len(prompts)
+        boxes = torch.zeros(n, 4, device=self.device)
+        if prompts.points is not None:
+            first = prompts.points[:, 0]
+            half = _EMPTY_MASK_HALF_BOX * self.model.config.image_size / 1024
+            boxes = torch.cat([first - half, first + half], dim=1)
+        if prompts.boxes is not None:
+            boxes = prompts.boxes
+        return boxes
+
+    def _full_size_masks(self, low_res_logits: torch.Tensor) -> np.ndarray:
+        assert self.original_size is not None and self.input_size is not None
+        n, m = low_res_logits.shape[:2]
+        out = np.empty((n, m, *self.original_size), dtype=bool)
+        for start in range(0, n, self.chunk_size):
+            chunk = low_res_logits[start : start + self.chunk_size]
+            up = self.model.upscale_masks(chunk, self.input_size, self.original_size)
+            out[start : start + len(chunk)] = (up > 0).cpu().numpy()
+        return out
+
+    def _to_numpy(self, result: TorchPrediction, masks: np.ndarray, vocabulary, top_k: int) -> Prediction:
+        foreground = result.probabilities[:, :-1]
+        k = min(top_k, foreground.shape[1])
+        topk_scores, topk_ids = foreground.topk(k, dim=1)
+        names = vocabulary.names
+        topk_ids_np = topk_ids.cpu().numpy().astype(np.int64)
+        return Prediction(
+            masks=masks,
+            iou=result.iou.float().cpu().numpy(),
+            class_ids=topk_ids_np[:, 0].copy(),
+            class_names=[names[i] for i in topk_ids_np[:, 0]],
+            scores=topk_scores[:, 0].float().cpu().numpy(),
+            topk_ids=topk_ids_np,
+            topk_scores=topk_scores.float().cpu().numpy(),
+            topk_names=[[names[i] for i in row] for row in topk_ids_np],
+            low_res_logits=result.low_res_logits.float().cpu().numpy(),
+        )
+
+    def _require_image(self) -> ImageFeatures:
+        if self.features is None:
+            raise ValueError("No image is set: call predictor.set_image(image) before predict().")
+        return self.features
+
+    def _require_vocabulary(self):
+        if self.vocabulary is None:
+            raise ValueError(
+                "No vocabulary is set: call predictor.set_vocabulary(['class a', 'class b, synonym', ...])."
+            )
+        return self.vocabulary
