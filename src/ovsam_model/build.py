@@ -24,7 +24,20 @@ PathLike = str | Path
 
 def _build_clip(config: OVSAMConfig, pretrained: str | None) -> tuple[nn.Module, Any]:
     register_clip_configs()
-    clip_model = open_clip.create_model(config.clip.model_name, pretrained=pretrained, device="cpu")
+    try:
+        # OpenAI's weights were trained with QuickGELU in the text tower; open_clip wants to be told.
+        clip_model = open_clip.create_model(
+            config.clip.model_name,
+            pretrained=pretrained,
+            device="cpu",
+            force_quick_gelu=pretrained == "openai",
+        )
+    except RuntimeError as error:
+        if pretrained is None:
+            raise
+        from .hub import clip_weights_error
+
+        raise clip_weights_error(config.clip.model_name, pretrained, error) from error
     tokenizer = open_clip.get_tokenizer(config.clip.model_name)
     return clip_model, tokenizer
 
@@ -66,6 +79,7 @@ def assemble(config: OVSAMConfig, clip_pretrained: str | None = None) -> OVSAM:
     pretrained = clip_pretrained if clip_pretrained is not None else config.clip.pretrained
     if pretrained in ("", "none"):
         pretrained = None  # explicitly random CLIP weights
+    clip_model: Any
     clip_model, tokenizer = _build_clip(config, pretrained)
     backbone = CLIPTrunk(
         clip_model.visual,
