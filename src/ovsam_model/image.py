@@ -46,7 +46,9 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def contrast_limits_of(image: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
+def contrast_limits_of(
+    image: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES
+) -> tuple[float, float]:
     """The default contrast limits of an image: percentiles of its finite values."""
     values = np.asarray(image)
     if values.dtype.kind == "f":

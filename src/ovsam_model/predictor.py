@@ -71,9 +71,9 @@ class OVSAMPredictor:
         self.vocabulary = None
         self.text_embeddings: torch.Tensor | None = None
         self.seen: torch.Tensor | None = None
-        default = getattr(model, "default_vocabulary", None)
-        if default is not None:
-            self.set_vocabulary(default, text_embeddings=getattr(model, "default_text_embeddings", None))
+        extras = getattr(model, "checkpoint_extras", None)  # a checkpoint's own vocabulary is the default
+        if extras is not None and extras.vocabulary is not None:
+            self.set_vocabulary(extras.vocabulary, text_embeddings=extras.text_embeddings)
 
     @property
     def device(self) -> torch.device:
@@ -86,7 +86,9 @@ class OVSAMPredictor:
         scale = self.model.config.image_size / max(h, w)
         return int(h * scale + 0.5), int(w * scale + 0.5)
 
-    def prepare_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> torch.Tensor:
+    def prepare_image(
+        self, image: np.ndarray, contrast_limits: Sequence[float] | None = None
+    ) -> torch.Tensor:
         """(H, W) / (H, W, C) image -> float [3, h, w] in 0..255, longest side resized to the model size."""
         rgb = to_model_rgb(image, contrast_limits)
         tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None]

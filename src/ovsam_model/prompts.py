@@ -92,7 +92,9 @@ def _check_points(points, point_labels, image_size) -> tuple[np.ndarray, np.ndar
     if pts.ndim == 2:
         pts = pts[None]
     if pts.ndim != 3 or pts.shape[-1] != 2 or pts.shape[1] == 0:
-        raise ValueError(f"points must have shape (P, 2) or (N, P, 2) in (x, y) pixels; got {np.shape(points)}.")
+        raise ValueError(
+            f"points must have shape (P, 2) or (N, P, 2) in (x, y) pixels; got {np.shape(points)}."
+        )
     if point_labels is None:
         raise ValueError("point_labels are required with points (1 = positive, 0 = negative).")
     lbl = np.asarray(point_labels, dtype=np.float32)

@@ -8,6 +8,8 @@ classifier is timm's pooled head followed by open_clip's projection.
 from __future__ import annotations
 
 import torch
+from typing import Any
+
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -27,7 +29,7 @@ class CLIPTrunk(nn.Module):
         super().__init__()
         if kind not in ("modified_resnet", "timm"):
             raise ValueError(f"Unknown CLIP trunk kind '{kind}'; use 'modified_resnet' or 'timm'.")
-        self.visual = visual
+        self.visual: Any = visual  # open_clip tower: ModifiedResNet or TimmModel
         self.kind = kind
         self.region_pool_size = region_pool_size
         self.frozen = frozen

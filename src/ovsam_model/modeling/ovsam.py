@@ -85,6 +85,9 @@ def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float 
 
 
 class OVSAM(nn.Module):
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     """Open-Vocabulary SAM.
 
     Children (names fixed: checkpoints and key remapping depend on them): ``backbone`` (CLIP trunk),
@@ -169,7 +172,9 @@ class OVSAM(nn.Module):
         for i, image in enumerate(images):
             h, w = image.shape[-2:]
             if h > size or w > size:
-                raise ValueError(f"Image of size {h}x{w} exceeds the model input size {size}; resize it first.")
+                raise ValueError(
+                    f"Image of size {h}x{w} exceeds the model input size {size}; resize it first."
+                )
             out[i, :, :h, :w] = (image.to(out) - self.pixel_mean) / self.pixel_std
         return out
 
@@ -221,7 +226,9 @@ class OVSAM(nn.Module):
         return Decoded(logits, iou)
 
     # ------------------------------------------------------------------ naming
-    def region_rois(self, mask_logits: torch.Tensor, fallback_boxes: torch.Tensor | None = None) -> torch.Tensor:
+    def region_rois(
+        self, mask_logits: torch.Tensor, fallback_boxes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Boxes of predicted masks in the input frame: mask_logits [N, 4g, 4g] -> ([N, 4] XYXY, [N] valid).
 
         Empty masks take ``fallback_boxes`` where given (e.g. the prompt's own box).
@@ -276,12 +283,17 @@ class OVSAM(nn.Module):
             clip_logits = class_logits(clip_embed, text_embeddings, self.config.head.logit_scale)
         fusion = self.config.fusion
         return fuse_probabilities(
-            head_logits, clip_logits, seen, alpha_seen=fusion.alpha_seen, beta_unseen=fusion.beta_unseen,
+            head_logits,
+            clip_logits,
+            seen,
+            alpha_seen=fusion.alpha_seen,
+            beta_unseen=fusion.beta_unseen,
             valid=valid,
         )
 
-    def upscale_masks(self, low_res_logits: torch.Tensor, input_size: tuple[int, int],
-                      original_size: tuple[int, int]) -> torch.Tensor:
+    def upscale_masks(
+        self, low_res_logits: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> torch.Tensor:
         """[N, M, 4g, 4g] logits -> [N, M, H, W] logits at the original image size.
 
         Upsample to the padded input size, crop the valid region, resize to the original size (bilinear).
@@ -290,4 +302,3 @@ class OVSAM(nn.Module):
         masks = F.interpolate(low_res_logits, (size, size), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
-

@@ -31,6 +31,8 @@ class PatchEmbed(nn.Module):
 
 
 class SAM2CLIPAdapter(nn.Module):
+    pos_embed: torch.Tensor
+
     """[C2, C3, C4, C5] -> image embedding [B, out_chans, S/16, S/16] for the SAM mask decoder.
 
     Sum over levels of (patch embedding + learned level embedding), plus SAM's absolute position embedding
