@@ -39,8 +39,9 @@ class GTPromptEvaluator:
         self._correct: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
 
-    def process(self, gt_masks: np.ndarray, gt_labels: np.ndarray, pred_masks: np.ndarray,
-                pred_labels: np.ndarray) -> None:
+    def process(
+        self, gt_masks: np.ndarray, gt_labels: np.ndarray, pred_masks: np.ndarray, pred_labels: np.ndarray
+    ) -> None:
         """gt_masks / pred_masks bool (N, H, W); gt_labels / pred_labels int (N,), paired by prompt."""
         self._ious.append(mask_ious(pred_masks, gt_masks))
         self._correct.append(np.asarray(pred_labels) == np.asarray(gt_labels))
@@ -52,8 +53,11 @@ class GTPromptEvaluator:
             return {"count": 0}
         ious, correct = np.concatenate(self._ious), np.concatenate(self._correct)
         novel = self.is_novel[np.concatenate(self._labels)]
-        out: dict[str, float] = {"count": int(len(ious)), "miou": float(ious.mean()),
-                                 "acc": float(100 * correct.mean())}
+        out: dict[str, float] = {
+            "count": int(len(ious)),
+            "miou": float(ious.mean()),
+            "acc": float(100 * correct.mean()),
+        }
         for name, select in (("base", ~novel), ("novel", novel)):
             if select.any() and self.is_novel.any():
                 out[f"{name}_iou"] = float(ious[select].mean())

@@ -24,7 +24,7 @@ from ..device import resolve_device
 from .engine import Schedule, StageLoss, Trainer, init_distributed, is_main, trainable_parameters
 
 # Official defaults per stage: (epochs, grad clip, schedule).
-STAGE_DEFAULTS = {
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "sam2clip": {"epochs": 24, "grad_clip": 5.0, "schedule": "cosine"},
     "clip2sam": {"epochs": 12, "grad_clip": 0.01, "schedule": "step"},
     "end2end": {"epochs": 12, "grad_clip": 1.0, "schedule": "cosine"},
@@ -32,16 +32,30 @@ STAGE_DEFAULTS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ovsam_model.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=sorted(STAGE_DEFAULTS), required=True,
-                   help="sam2clip: distil the adapter; clip2sam: decoder + naming head; end2end: everything "
-                        "but the text tower (the from-scratch demo model)")
+    p = argparse.ArgumentParser(
+        prog="python -m ovsam_model.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--stage",
+        choices=sorted(STAGE_DEFAULTS),
+        required=True,
+        help="sam2clip: distil the adapter; clip2sam: decoder + naming head; end2end: everything "
+        "but the text tower (the from-scratch demo model)",
+    )
     p.add_argument("--model", default="ovsam_rn50x16", help="model config name or JSON path")
-    p.add_argument("--init-checkpoint", action="append", default=None,
-                   help="weights to start from (repeatable); default: the config's pretrained sources")
-    p.add_argument("--from-scratch", action="store_true",
-                   help="random init of everything but the CLIP weights (and the CLIP too if its tag is none)")
+    p.add_argument(
+        "--init-checkpoint",
+        action="append",
+        default=None,
+        help="weights to start from (repeatable); default: the config's pretrained sources",
+    )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="random init of everything but the CLIP weights (and the CLIP too if its tag is none)",
+    )
     p.add_argument("--sam-checkpoint", default=None, help="SAM sam_vit_*.pth (prompt encoder, teacher)")
     p.add_argument("--clip-pretrained", default=None, help="open_clip tag or file; 'none' for random")
     p.add_argument("--output-dir", required=True, help="where checkpoints and metrics.jsonl go")
@@ -54,14 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--val-images", help="image root for --val-ann")
     data.add_argument("--images", help="image folder or SA-1B layout (sam2clip)")
     data.add_argument("--image-list", help="text file listing images under --images (sam2clip)")
-    data.add_argument("--base-classes", default=None,
-                      help="'ovcoco' or 'lvis': train on base classes only (novel instances removed)")
+    data.add_argument(
+        "--base-classes",
+        default=None,
+        help="'ovcoco' or 'lvis': train on base classes only (novel instances removed)",
+    )
     data.add_argument("--num-prompts", type=int, default=40, help="prompts per image")
     data.add_argument("--box-fraction", type=float, default=21 / 40, help="share of box prompts")
     data.add_argument("--box-jitter", type=float, default=0.0, help="box noise, fraction of box size")
     data.add_argument("--points-per-prompt", type=int, default=1, help="positive points per point prompt")
-    data.add_argument("--resize-ratio", type=float, nargs=2, default=(0.9, 2.0),
-                      help="random resize range (0.1 2.0 for LVIS)")
+    data.add_argument(
+        "--resize-ratio",
+        type=float,
+        nargs=2,
+        default=(0.9, 2.0),
+        help="random resize range (0.1 2.0 for LVIS)",
+    )
     data.add_argument("--workers", type=int, default=2, help="data loader workers per process")
     opt = p.add_argument_group("optimisation (official defaults)")
     opt.add_argument("--epochs", type=int, default=None, help="default 24 (sam2clip) / 12 (clip2sam)")
@@ -79,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--dice-weight", type=float, default=5.0, help="dice weight")
     loss.add_argument("--background-weight", type=float, default=0.1, help="CE weight of background")
     loss.add_argument("--num-points", type=int, default=12544, help="sampled points per mask")
-    loss.add_argument("--seen-only-classifier", action="store_true",
-                      help="mask unseen classes out of the training softmax (instead of negatives)")
+    loss.add_argument(
+        "--seen-only-classifier",
+        action="store_true",
+        help="mask unseen classes out of the training softmax (instead of negatives)",
+    )
     dist_group = p.add_argument_group("sam2clip teacher")
     dist_group.add_argument("--teacher", default="vit_h", help="vit_h | vit_l | vit_b | tiny")
     dist_group.add_argument("--teacher-cache", default=None, help="dir for fp16 teacher features")
@@ -118,20 +143,41 @@ def build_model(args: argparse.Namespace, device: torch.device):
         if args.sam_checkpoint:
             from ..checkpoint import load_pretrained_sources
 
-            load_pretrained_sources(model, checkpoint=None, sam_checkpoint=args.sam_checkpoint, download=True)
+            load_pretrained_sources(
+                model,
+                checkpoint=None,
+                sam_checkpoint=args.sam_checkpoint,
+                download=True,
+                use_config_sources=False,
+            )
         return model.to(device)
-    return build_ovsam(args.model, checkpoint=args.init_checkpoint, sam_checkpoint=args.sam_checkpoint,
-                       clip_pretrained=args.clip_pretrained, device=device)
+    return build_ovsam(
+        args.model,
+        checkpoint=args.init_checkpoint,
+        sam_checkpoint=args.sam_checkpoint,
+        clip_pretrained=args.clip_pretrained,
+        device=device,
+    )
 
 
 def make_loader(dataset, args: argparse.Namespace, rank: int, world: int):
     from ..data.coco import collate_instances
 
-    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed) if world > 1 else None
+    sampler: DistributedSampler | None = (
+        DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed) if world > 1 else None
+    )
     generator = torch.Generator().manual_seed(args.seed)
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                      num_workers=args.workers, collate_fn=collate_instances, drop_last=True,
-                      generator=generator, persistent_workers=args.workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=args.workers,
+        collate_fn=collate_instances,
+        drop_last=True,
+        generator=generator,
+        persistent_workers=args.workers > 0,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -160,17 +206,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps_per_epoch = len(loader)
     total = args.max_steps or args.epochs * steps_per_epoch
     schedule = Schedule(
-        total_steps=total, warmup_steps=min(args.warmup_iters, max(1, total // 10)),
-        kind=defaults["schedule"], milestones=tuple(e * steps_per_epoch for e in args.lr_steps),
+        total_steps=total,
+        warmup_steps=min(args.warmup_iters, max(1, total // 10)),
+        kind=defaults["schedule"],
+        milestones=tuple(e * steps_per_epoch for e in args.lr_steps),
     )
-    trainer = Trainer(StageLoss(model, stage.loss_fn, stage.extra), named, output_dir=output_dir, lr=args.lr,
-                      weight_decay=args.weight_decay, schedule=schedule, grad_clip=args.grad_clip,
-                      precision=args.precision, rank=rank, world_size=world, log_every=args.log_every)
+    trainer = Trainer(
+        StageLoss(model, stage.loss_fn, stage.extra),
+        named,
+        output_dir=output_dir,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=schedule,
+        grad_clip=args.grad_clip,
+        precision=args.precision,
+        rank=rank,
+        world_size=world,
+        log_every=args.log_every,
+    )
     if args.resume:
         trainer.load_resume(output_dir / "last.pt")
     if is_main(rank):
-        trainer.log({"event": "start", "stage": args.stage, "model": model.config.name, "world_size": world,
-                     "steps_per_epoch": steps_per_epoch, "total_steps": total, "resumed_at": trainer.state.step})
+        trainer.log(
+            {
+                "event": "start",
+                "stage": args.stage,
+                "model": model.config.name,
+                "world_size": world,
+                "steps_per_epoch": steps_per_epoch,
+                "total_steps": total,
+                "resumed_at": trainer.state.step,
+            }
+        )
     results: dict[str, Any] = {}
     while trainer.state.epoch < args.epochs and trainer.state.step < total:
         if isinstance(loader.sampler, DistributedSampler):
@@ -180,16 +247,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer.train_epoch(loader, num_batches=steps_per_epoch, max_steps=total)
         trainer.state.epoch += 1
         trainer.save_resume()
-        if is_main(rank) and stage.validate is not None and args.val_every and (
-            trainer.state.epoch % args.val_every == 0 or trainer.state.step >= total
+        if (
+            is_main(rank)
+            and stage.validate is not None
+            and args.val_every
+            and (trainer.state.epoch % args.val_every == 0 or trainer.state.step >= total)
         ):
             results = stage.validate(model)
             trainer.log({"event": "val", "epoch": trainer.state.epoch, "step": trainer.state.step, **results})
     if is_main(rank):
-        stage.save(model, output_dir / "model.pt", {"stage": args.stage, "steps": trainer.state.step,
-                                                    "epochs": trainer.state.epoch, "val": results})
+        stage.save(
+            model,
+            output_dir / "model.pt",
+            {"stage": args.stage, "steps": trainer.state.step, "epochs": trainer.state.epoch, "val": results},
+        )
         trainer.log({"event": "done", "step": trainer.state.step, "checkpoint": str(output_dir / "model.pt")})
     if world > 1:
-        torch.distributed.barrier()
+        trainer.check_replicas_in_sync()
         torch.distributed.destroy_process_group()
     return results

@@ -29,8 +29,13 @@ def _pad_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _decode_losses(
-    model: OVSAM, features: ImageFeatures, prompt: dict[str, torch.Tensor], targets: torch.Tensor,
-    cfg: Clip2SamLossConfig, *, is_box: bool,
+    model: OVSAM,
+    features: ImageFeatures,
+    prompt: dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    cfg: Clip2SamLossConfig,
+    *,
+    is_box: bool,
 ) -> dict[str, torch.Tensor]:
     """Mask (+ IoU) losses of one prompt kind on one image; point prompts train the best of the multimask
     outputs (ambiguity), box prompts the single-mask output."""

@@ -68,13 +68,17 @@ def trainable_parameters(model: nn.Module, stage: str) -> list[tuple[str, nn.Par
     return out
 
 
-def build_optimizer(named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(
+    named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float
+) -> torch.optim.AdamW:
     """AdamW without weight decay on norms, biases, embeddings and tokens."""
     decay = [p for n, p in named if p.ndim > 1 and not any(k in n for k in NO_DECAY_KEYS)]
     no_decay = [p for n, p in named if not (p.ndim > 1 and not any(k in n for k in NO_DECAY_KEYS))]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=(0.9, 0.999), eps=1e-8,
+        lr=lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
     )
 
 
@@ -108,7 +112,7 @@ def is_main(rank: int) -> bool:
 
 # ----------------------------------------------------------------------------- RNG state
 def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # noqa: NPY002 (the global state is what workers and users seed)
     return {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
@@ -119,7 +123,7 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
@@ -224,6 +228,15 @@ class Trainer:
         self.state = LoopState(step=payload["step"], epoch=payload["epoch"])
         set_rng_state(payload["rng"])
 
+    def check_replicas_in_sync(self) -> None:
+        """All ranks must end with identical weights (DDP); rank 0 logs every rank's checksum."""
+        checksum = float(sum(p.detach().double().sum() for _, p in self.named_params))
+        checksums: list[float] = [0.0] * self.world_size
+        dist.all_gather_object(checksums, checksum)
+        self.log({"event": "ddp_sync", "checksums": checksums})
+        if len(set(checksums)) != 1:
+            raise RuntimeError(f"DDP replicas diverged: parameter checksums per rank {checksums}.")
+
     def log(self, record: dict[str, Any]) -> None:
         if is_main(self.rank):
             with open(self.output_dir / "metrics.jsonl", "a") as f:
@@ -241,8 +254,13 @@ class Trainer:
         """One pass over ``batches``; stops early at ``max_steps`` (total optimiser steps)."""
         step_module = self.ddp if self.ddp is not None else self.loss_module
         self.model.train()
-        bar = tqdm(total=num_batches, disable=not is_main(self.rank), desc=f"epoch {self.state.epoch}",
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=num_batches,
+            disable=not is_main(self.rank),
+            desc=f"epoch {self.state.epoch}",
+            dynamic_ncols=True,
+            leave=False,
+        )
         start, images = time.perf_counter(), 0
         for batch in batches:
             if max_steps is not None and self.state.step >= max_steps:
@@ -262,9 +280,16 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.3f}", img_s=f"{throughput:.2f}")
             if self.state.step % self.log_every == 0:
-                self.log({"step": self.state.step, "epoch": self.state.epoch,
-                          "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                          "images_per_s": throughput, **logs})
+                self.log(
+                    {
+                        "step": self.state.step,
+                        "epoch": self.state.epoch,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "images_per_s": throughput,
+                        **logs,
+                    }
+                )
             if on_step is not None:
                 on_step(self.state.step)
         bar.close()

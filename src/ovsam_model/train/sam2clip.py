@@ -29,11 +29,19 @@ def build_teacher(kind: str, model: OVSAM, sam_checkpoint: str | None = None) ->
     if kind not in SAM_TEACHERS:
         raise ValueError(f"Unknown teacher '{kind}'; choose one of {', '.join(SAM_TEACHERS)}.")
     config = model.config
+    encoder: Any
     if kind == "tiny":
-        encoder: nn.Module = ImageEncoderViT(
-            img_size=config.image_size, patch_size=16, embed_dim=64, depth=2, num_heads=2,
-            out_chans=config.adapter.out_chans, qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=4,
+        encoder = ImageEncoderViT(
+            img_size=config.image_size,
+            patch_size=16,
+            embed_dim=64,
+            depth=2,
+            num_heads=2,
+            out_chans=config.adapter.out_chans,
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
             global_attn_indexes=(1,),
         )
     else:

@@ -30,7 +30,6 @@ def setup_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
 
 
 def _sam2clip_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
-    from ..checkpoint import save_checkpoint
     from ..data.folders import ImageFolderDataset
     from .sam2clip import TeacherCache, build_teacher, sam2clip_loss
 
@@ -45,6 +44,8 @@ def _sam2clip_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
     cache = TeacherCache(args.teacher_cache) if args.teacher_cache else None
 
     def save(m: OVSAM, path: Path, metadata: dict[str, Any]) -> None:
+        from ..checkpoint import save_checkpoint
+
         save_checkpoint(m, path, metadata=metadata, half=args.save_half)
 
     return Stage(dataset, lambda m, b: sam2clip_loss(m, teacher, b, cache), save, extra=teacher)
@@ -65,7 +66,6 @@ def _base_classes(args: argparse.Namespace, dataset) -> set[str] | None:
 
 
 def _clip2sam_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
-    from ..checkpoint import save_checkpoint
     from ..data.coco import CocoInstanceDataset
     from ..text import encode_vocabulary
     from ..vocabulary import Vocabulary
@@ -77,10 +77,17 @@ def _clip2sam_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
     probe = CocoInstanceDataset(args.train_ann, args.train_images, image_size=size, train=False)
     base = _base_classes(args, probe)
     dataset = CocoInstanceDataset(
-        args.train_ann, args.train_images, keep_classes=base, image_size=size, train=True,
-        resize_ratio=tuple(args.resize_ratio), num_prompts=args.num_prompts,
-        box_prompt_fraction=args.box_fraction, box_jitter=args.box_jitter,
-        points_per_prompt=args.points_per_prompt, seed=args.seed,
+        args.train_ann,
+        args.train_images,
+        keep_classes=base,
+        image_size=size,
+        train=True,
+        resize_ratio=tuple(args.resize_ratio),
+        num_prompts=args.num_prompts,
+        box_prompt_fraction=args.box_fraction,
+        box_jitter=args.box_jitter,
+        points_per_prompt=args.points_per_prompt,
+        seed=args.seed,
     )
     names = dataset.class_names
     seen = [base is None or n in base for n in names]
@@ -88,8 +95,11 @@ def _clip2sam_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
     text_embeddings = encode_vocabulary(vocabulary, model.text_encoder).to(model.device)
     class_mask = torch.tensor(seen, device=model.device) if args.seen_only_classifier else None
     cfg = Clip2SamLossConfig(
-        cls_weight=args.cls_weight, mask_weight=args.mask_weight, dice_weight=args.dice_weight,
-        background_weight=args.background_weight, num_points=args.num_points,
+        cls_weight=args.cls_weight,
+        mask_weight=args.mask_weight,
+        dice_weight=args.dice_weight,
+        background_weight=args.background_weight,
+        num_points=args.num_points,
     )
 
     def loss_fn(m: OVSAM, batch: list[dict[str, Any]]):
@@ -97,14 +107,28 @@ def _clip2sam_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
 
     validate = None
     if args.val_ann:
-        val = CocoInstanceDataset(args.val_ann, args.val_images, class_names=names, image_size=size,
-                                  train=False, ignore_unknown_categories=True)
+        val = CocoInstanceDataset(
+            args.val_ann,
+            args.val_images,
+            class_names=names,
+            image_size=size,
+            train=False,
+            ignore_unknown_categories=True,
+        )
         validate = _validator(val, vocabulary, text_embeddings, base, args.val_max_images)
 
     def save(m: OVSAM, path: Path, metadata: dict[str, Any]) -> None:
+        from ..checkpoint import save_checkpoint
+
         metadata = {**metadata, "trained_classes": [n for n, s in zip(names, seen) if s]}
-        save_checkpoint(m, path, vocabulary=vocabulary, text_embeddings=text_embeddings.cpu(),
-                        metadata=metadata, half=args.save_half)
+        save_checkpoint(
+            m,
+            path,
+            vocabulary=vocabulary,
+            text_embeddings=text_embeddings.cpu(),
+            metadata=metadata,
+            half=args.save_half,
+        )
 
     return Stage(dataset, loss_fn, save, validate)
 
@@ -122,8 +146,9 @@ def _validator(dataset, vocabulary, text_embeddings, base, max_images) -> Callab
         predictor.set_vocabulary(vocabulary, text_embeddings=text_embeddings)
         out = {}
         for kind in ("box", "point"):
-            metrics = evaluate_gt_prompts(predictor, dataset, prompt=kind, novel_classes=novel,
-                                          max_images=max_images)
+            metrics = evaluate_gt_prompts(
+                predictor, dataset, prompt=kind, novel_classes=novel, max_images=max_images
+            )
             out.update({f"{kind}_{k}": v for k, v in metrics.items()})
         model.train(was_training)
         return out
