@@ -1,0 +1,328 @@
+"""Writing objects into a labels array, undoing it, and the per-label features table; no Qt, no napari.
+
+Arrays: ``labels`` is any (..., H, W) integer array supporting basic slicing reads and writes: numpy, zarr, a
+napari Labels layer's ``data``. Only the bounding box of a commit on one slice is read and written, so a zarr
+stack is touched chunk by chunk and never materialised. Masks are (N, H, W) bool in (row, col) pixel order,
+the same frame as the labels slice (the model returns them that way).
+
+Features table: napari's Labels layer maps a label value to a row of ``layer.features`` through a column
+named ``index`` (``Labels._make_label_index``: without it, row i belongs to label i). Our tables carry that
+``index`` column (napari's key, hidden in the status bar) plus an identical, visible ``label_id`` column, then
+``class_name``, ``score``, ``iou``, ``topk_names``, ``topk_scores`` and ``reviewed``. Top-k alternatives are
+stored as ``" | "``-joined strings so the table shows in napari's status bar and features widget and survives
+CSV, TIFF and JSON; :func:`topk_from_row` parses them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PaintMode = Literal["keep", "overwrite"]
+TOPK_SEPARATOR = " | "
+FEATURE_COLUMNS: dict[str, str] = {
+    "index": "int64",
+    "label_id": "int64",
+    "class_name": "object",
+    "score": "float64",
+    "iou": "float64",
+    "topk_names": "object",
+    "topk_scores": "object",
+    "reviewed": "bool",
+}
+
+
+@dataclass
+class CommitRecord:
+    """Everything needed to undo one commit exactly.
+
+    Attributes:
+        slice_index: leading indices of the slice that was painted (``()`` for a 2D labels array).
+        bbox: (row0, row1, col0, col1), half-open, the painted region of the slice.
+        changed: bool (row1 - row0, col1 - col0) pixels of the bbox whose value changed.
+        old_values: (k,) values at the changed pixels before the commit (C order within the bbox).
+        new_values: (k,) values written there.
+        label_ids: ids that painted at least one pixel, in mask order.
+        empty_ids: ids whose mask painted nothing (empty, or entirely under kept labels).
+        feature_rows: the features rows of ``label_ids`` (for the caller to add, and to remove on undo).
+    """
+
+    slice_index: tuple[int, ...]
+    bbox: tuple[int, int, int, int]
+    changed: np.ndarray
+    old_values: np.ndarray
+    new_values: np.ndarray
+    label_ids: tuple[int, ...]
+    empty_ids: tuple[int, ...] = ()
+    feature_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def num_pixels(self) -> int:
+        return int(self.old_values.size)
+
+
+# ---------------------------------------------------------------------------------------------- label ids
+
+
+def next_label_ids(labels_or_features: Any, n: int) -> list[int]:
+    """``n`` fresh label ids above every id in use.
+
+    Args:
+        labels_or_features: a features DataFrame (its ``index``/``label_id`` columns are read: cheap, the
+            right choice for big stacks) or a labels array (numpy, zarr or dask; read one leading slice at a
+            time).
+        n: how many ids.
+
+    Returns:
+        ``[m + 1, ..., m + n]`` where m is the largest id in use (0 when none).
+    """
+    if _is_dataframe(labels_or_features):
+        used = _max_feature_id(labels_or_features)
+    else:
+        used = _array_max(labels_or_features)
+    return list(range(used + 1, used + 1 + n))
+
+
+def _is_dataframe(obj: Any) -> bool:
+    return hasattr(obj, "columns") and hasattr(obj, "iloc")
+
+
+def _max_feature_id(features: pd.DataFrame) -> int:
+    best = 0
+    for column in ("index", "label_id"):
+        if column in features.columns and len(features):
+            best = max(best, int(np.nanmax(features[column].to_numpy(dtype=float))))
+    return best
+
+
+def _array_max(labels: Any) -> int:
+    """Largest value of an array, reading one leading slice at a time unless it is numpy or dask."""
+    if isinstance(labels, np.ndarray):
+        return int(labels.max(initial=0))
+    if hasattr(labels, "compute"):  # dask: let it reduce chunk by chunk
+        return int(labels.max().compute()) if labels.size else 0
+    if labels.ndim <= 2:
+        return int(np.asarray(labels[...]).max(initial=0))
+    return max((_array_max(labels[i]) for i in range(labels.shape[0])), default=0)
+
+
+# ---------------------------------------------------------------------------------------------- painting
+
+
+def paint_masks(
+    labels: Any,
+    masks: np.ndarray,
+    ids: Sequence[int],
+    *,
+    slice_index: tuple[int, ...] = (),
+    mode: PaintMode = "keep",
+    feature_rows: Sequence[dict[str, Any]] | None = None,
+) -> CommitRecord:
+    """Paint object masks into one slice of a labels array and return the record that undoes it.
+
+    Masks are painted in order; where masks of the same commit overlap, the first one keeps the pixel (give
+    them best first). ``mode="keep"`` (default) never overwrites a non-zero label already in the array;
+    ``mode="overwrite"`` does.
+
+    Args:
+        labels: (..., H, W) integer array (numpy, zarr, ...), written in place within the masks' bounding box.
+        masks: bool (N, H, W) or (H, W) masks in (row, col) pixels of the slice.
+        ids: N label ids, one per mask (see :func:`next_label_ids`); all > 0.
+        slice_index: leading indices of the slice to paint (``()`` for a 2D array).
+        mode: "keep" or "overwrite".
+        feature_rows: optional N features rows (see :func:`features_row`), kept in the record for the ids
+            that painted something.
+
+    Returns:
+        a :class:`CommitRecord` (pass it to :func:`undo_commit`).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    masks = masks[None] if masks.ndim == 2 else masks
+    ids_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+    _check_paint_args(labels, masks, ids_arr, slice_index, mode)
+    bbox = _union_bbox(masks)
+    if bbox is None:
+        return _empty_record(slice_index, ids_arr)
+    r0, r1, c0, c1 = bbox
+    key = (*slice_index, slice(r0, r1), slice(c0, c1))
+    before = np.array(labels[key], copy=True)
+    after = before.copy()
+    claimed = before != 0 if mode == "keep" else np.zeros_like(before, dtype=bool)
+    painted, empty = [], []
+    for mask, label_id in zip(masks[:, r0:r1, c0:c1], ids_arr):
+        region = mask & ~claimed
+        (painted if region.any() else empty).append(int(label_id))
+        after[region] = label_id
+        claimed |= region
+    changed = after != before
+    labels[key] = after
+    rows = [dict(r) for r in (feature_rows or []) if int(r["label_id"]) in painted]
+    return CommitRecord(
+        slice_index=tuple(slice_index),
+        bbox=bbox,
+        changed=changed,
+        old_values=before[changed],
+        new_values=after[changed],
+        label_ids=tuple(painted),
+        empty_ids=tuple(empty),
+        feature_rows=rows,
+    )
+
+
+def _check_paint_args(
+    labels: Any, masks: np.ndarray, ids: np.ndarray, slice_index: tuple[int, ...], mode: str
+) -> None:
+    if mode not in ("keep", "overwrite"):
+        raise ValueError(f"mode must be 'keep' or 'overwrite', not {mode!r}.")
+    if len(ids) != len(masks):
+        raise ValueError(f"{len(masks)} masks but {len(ids)} ids.")
+    if len(slice_index) != labels.ndim - 2:
+        raise ValueError(f"slice_index {slice_index} does not fit labels of shape {labels.shape}.")
+    if masks.shape[1:] != tuple(labels.shape[-2:]):
+        raise ValueError(f"Masks of size {masks.shape[1:]} do not match labels slices {labels.shape[-2:]}.")
+    if len(ids) and ids.min() <= 0:
+        raise ValueError("Label ids must be positive (0 is background).")
+    dtype = np.dtype(labels.dtype)
+    if len(ids) and dtype.kind in "iu" and ids.max() > np.iinfo(dtype).max:
+        raise ValueError(f"Label id {ids.max()} does not fit the labels dtype {dtype}.")
+
+
+def _union_bbox(masks: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Half-open (row0, row1, col0, col1) enclosing every True pixel of (N, H, W) masks, None if none."""
+    rows = np.flatnonzero(masks.any(axis=(0, 2)))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(masks.any(axis=(0, 1)))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _empty_record(slice_index: tuple[int, ...], ids: np.ndarray) -> CommitRecord:
+    return CommitRecord(
+        slice_index=tuple(slice_index),
+        bbox=(0, 0, 0, 0),
+        changed=np.zeros((0, 0), dtype=bool),
+        old_values=np.zeros(0, dtype=np.int64),
+        new_values=np.zeros(0, dtype=np.int64),
+        label_ids=(),
+        empty_ids=tuple(int(i) for i in ids),
+    )
+
+
+def undo_commit(labels: Any, record: CommitRecord) -> int:
+    """Restore the pixels a commit changed; reads and writes only the commit's bounding box.
+
+    Pixels edited after the commit (they no longer hold the committed value) are left as they are, so undoing
+    an old commit never erases later work. Remove the features rows with
+    ``remove_feature_rows(features, record.label_ids)``.
+
+    Returns:
+        the number of pixels restored.
+    """
+    if record.num_pixels == 0:
+        return 0
+    r0, r1, c0, c1 = record.bbox
+    key = (*record.slice_index, slice(r0, r1), slice(c0, c1))
+    patch = np.array(labels[key], copy=True)
+    current = patch[record.changed]
+    untouched = current == record.new_values
+    current[untouched] = record.old_values[untouched]
+    patch[record.changed] = current
+    labels[key] = patch
+    return int(untouched.sum())
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def features_row(
+    label_id: int,
+    class_name: str,
+    score: float,
+    iou: float,
+    topk_names: Sequence[str] = (),
+    topk_scores: Sequence[float] = (),
+    reviewed: bool = False,
+) -> dict[str, Any]:
+    """One features row for a committed object (see the module docstring for the columns)."""
+    for name in topk_names:
+        if TOPK_SEPARATOR.strip() in name:
+            raise ValueError(f"Class name {name!r} contains {TOPK_SEPARATOR.strip()!r}, the top-k separator.")
+    return {
+        "index": int(label_id),
+        "label_id": int(label_id),
+        "class_name": str(class_name),
+        "score": float(score),
+        "iou": float(iou),
+        "topk_names": TOPK_SEPARATOR.join(str(n) for n in topk_names),
+        "topk_scores": TOPK_SEPARATOR.join(f"{float(s):.4f}" for s in topk_scores),
+        "reviewed": bool(reviewed),
+    }
+
+
+def topk_from_row(row: dict[str, Any] | pd.Series) -> tuple[list[str], list[float]]:
+    """Parse a row's ``topk_names`` / ``topk_scores`` strings back into lists."""
+    names = str(row.get("topk_names", "") or "")
+    scores = str(row.get("topk_scores", "") or "")
+    return (
+        names.split(TOPK_SEPARATOR) if names else [],
+        [float(s) for s in scores.split(TOPK_SEPARATOR)] if scores else [],
+    )
+
+
+def empty_features() -> pd.DataFrame:
+    """A features table with the module's columns and no rows."""
+    import pandas as pd
+
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in FEATURE_COLUMNS.items()})
+
+
+def ensure_features(features: pd.DataFrame | dict | None) -> pd.DataFrame:
+    """Coerce a layer's features (maybe empty, maybe foreign) into a table keyed by ``index`` = ``label_id``.
+
+    Missing columns are added with defaults; a table with ``label_id`` but no ``index`` gets ``index`` from
+    it; a table with neither follows napari's implicit rule (row i is label i).
+    """
+    import pandas as pd
+
+    if features is None:
+        return empty_features()
+    table = pd.DataFrame(features).reset_index(drop=True)
+    if len(table.columns) == 0:
+        return empty_features()
+    if "index" not in table.columns:
+        table["index"] = table["label_id"] if "label_id" in table.columns else np.arange(len(table))
+    if "label_id" not in table.columns:
+        table["label_id"] = table["index"]
+    defaults = {"class_name": "", "score": np.nan, "iou": np.nan, "topk_names": "", "topk_scores": ""}
+    for name, value in {**defaults, "reviewed": False}.items():
+        if name not in table.columns:
+            table[name] = value
+    table = table.astype({"index": "int64", "label_id": "int64"})
+    ordered = list(FEATURE_COLUMNS) + [c for c in table.columns if c not in FEATURE_COLUMNS]
+    return table[ordered]
+
+
+def add_feature_rows(features: pd.DataFrame | None, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """A new table with ``rows`` added; a row whose label id is already present replaces the old row."""
+    import pandas as pd
+
+    table = ensure_features(features)
+    if not rows:
+        return table
+    new = ensure_features(pd.DataFrame(list(rows)))
+    kept = table[~table["index"].isin(new["index"])]
+    parts = [part for part in (kept, new) if len(part)]
+    merged = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    return ensure_features(merged.astype({k: v for k, v in FEATURE_COLUMNS.items() if k in merged}))
+
+
+def remove_feature_rows(features: pd.DataFrame | None, label_ids: Sequence[int]) -> pd.DataFrame:
+    """A new table without the rows of ``label_ids``."""
+    table = ensure_features(features)
+    return table[~table["index"].isin([int(i) for i in label_ids])].reset_index(drop=True)

@@ -1,0 +1,148 @@
+"""Compute the image embeddings of a whole stack ahead of time, into an :class:`EmbeddingCache`.
+
+Library: :func:`precompute_stack` (used by the widget's worker thread, with napari progress and cancel).
+Command line (e.g. on a GPU machine, then copy the cache next to the stack)::
+
+    python -m napari_ovsam.precompute stack.zarr --model demo --out cache.zarr [--start 0 --stop 10]
+
+Rerunning resumes: slices already in the cache are skipped. The cache keys hold the model fingerprint and each
+slice's content hash with the contrast limits, so the plugin reuses these embeddings only when it sees the
+same slices with the same ``--contrast-limits`` (default: none, the predictor's percentile rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .cache import EmbeddingCache, make_key, model_fingerprint
+
+
+def precompute_stack(
+    stack: Any,
+    predictor: Any,
+    cache: EmbeddingCache,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    contrast_limits: Sequence[float] | None = None,
+    fingerprint: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Embed slices ``start..stop-1`` of a stack and store each state in ``cache``, skipping cached ones.
+
+    Args:
+        stack: (Z, H, W) or (Z, H, W, C) array-like read one slice at a time (numpy, zarr, dask, a tifffile or
+            ``ovsam_model.data.stacks.Stack``); ``stack[z]`` is one (H, W[, C]) image.
+        predictor: an ``OVSAMPredictor`` (or anything with ``set_image(image, contrast_limits=...)`` and
+            ``get_image_embedding()``).
+        cache: where the states go (its disk store, if any, makes them last).
+        start, stop: slice range (``stop=None``: to the end; negative values count from the end).
+        contrast_limits: (low, high) for every slice, as in the viewer; None: the predictor's percentile rule.
+        fingerprint: the model's cache-key name; default ``model_fingerprint(predictor.model)``.
+        progress: called as ``progress(done, total)`` after each slice, skipped ones included.
+        should_stop: polled before each slice; True ends the loop cleanly (everything stored so far stays).
+
+    Returns:
+        the number of slices embedded by this call (cached slices not counted).
+    """
+    if fingerprint is None:
+        if not hasattr(predictor, "model"):
+            raise ValueError("Pass fingerprint= for a predictor without a .model attribute.")
+        fingerprint = model_fingerprint(predictor.model)
+    indices = range(int(stack.shape[0]))[slice(start, stop)]
+    computed = 0
+    for done, z in enumerate(indices, start=1):
+        if should_stop is not None and should_stop():
+            break
+        image = np.asarray(stack[z])
+        key = make_key(fingerprint, image, contrast_limits)
+        if key not in cache:
+            predictor.set_image(image, contrast_limits=contrast_limits)
+            cache.put(key, predictor.get_image_embedding())
+            computed += 1
+        if progress is not None:
+            progress(done, len(indices))
+    return computed
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_ovsam.precompute",
+        description="Precompute OV-SAM image embeddings for every slice of a stack into a zarr cache.",
+    )
+    parser.add_argument(
+        "stack", help="image stack: .zarr directory, .tif/.tiff or .npy (slices: flat over the leading axes)"
+    )
+    parser.add_argument("--out", required=True, help="embedding cache (.zarr directory; created or resumed)")
+    parser.add_argument("--model", default="demo", help="model name or config JSON (default: demo)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint file for the model (optional)")
+    parser.add_argument("--start", type=int, default=0, help="first slice (default 0)")
+    parser.add_argument("--stop", type=int, default=None, help="slice after the last one (default: the end)")
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
+    parser.add_argument(
+        "--contrast-limits",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="intensity range mapped to the model input, as in the viewer (default: per-slice percentiles)",
+    )
+    return parser
+
+
+def load_predictor(model: str, checkpoint: str | None, device: str) -> Any:
+    """Build the model and its predictor (a separate function so tests can replace it)."""
+    from ovsam_model.build import build_ovsam
+    from ovsam_model.predictor import OVSAMPredictor
+
+    return OVSAMPredictor(build_ovsam(model, checkpoint=checkpoint, device=device))
+
+
+def open_stack(path: str) -> Any:
+    """Open a stack lazily with ``ovsam_model.data.stacks.open_stack``; (Z, H, W[, C])."""
+    from ovsam_model.data.stacks import open_stack as _open
+
+    return _open(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 done, 130 interrupted)."""
+    from tqdm import tqdm
+
+    args = build_parser().parse_args(argv)
+    stack = open_stack(args.stack)
+    predictor = load_predictor(args.model, args.checkpoint, args.device)
+    cache = EmbeddingCache(max_items=1, store_path=args.out)
+    total = len(range(int(stack.shape[0]))[slice(args.start, args.stop)])
+    try:
+        with tqdm(total=total, unit="slice", desc="embeddings") as bar:
+            computed = precompute_stack(
+                stack,
+                predictor,
+                cache,
+                start=args.start,
+                stop=args.stop,
+                contrast_limits=args.contrast_limits,
+                progress=lambda done, _total: bar.update(done - bar.n),
+            )
+    except KeyboardInterrupt:
+        print("Interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    finally:
+        if hasattr(stack, "close"):
+            stack.close()
+    print(f"{computed} slice(s) embedded, {total - computed} already cached; cache: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

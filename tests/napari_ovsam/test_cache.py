@@ -1,0 +1,164 @@
+"""The embedding cache: content keys, LRU, zarr persistence across instances, interrupted writes."""
+
+import numpy as np
+import pytest
+
+from napari_ovsam.cache import EmbeddingCache, content_hash, make_key, model_fingerprint, state_nbytes
+
+FP = "tiny-0123"
+
+
+def fake_state(seed=0, scale=1.0):
+    """A state shaped like OVSAMPredictor.get_image_embedding() of the tiny model (float32 + tuples)."""
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "embedding": (32, 8, 8),
+        "fpn_0": (16, 32, 32),
+        "fpn_1": (16, 16, 16),
+        "fpn_2": (16, 8, 8),
+        "fpn_3": (16, 4, 4),
+        "clip_top": (256, 4, 4),
+    }
+    state = {k: (rng.standard_normal(s) * scale).astype(np.float32) for k, s in shapes.items()}
+    state["original_size"] = (40, 50)
+    state["input_size"] = (102, 128)
+    return state
+
+
+def key(i):
+    return (FP, f"{i:032x}")
+
+
+def assert_states_close(got, expected, rtol=1e-3):
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        if isinstance(value, tuple):
+            assert got[name] == value and isinstance(got[name], tuple)
+        else:
+            assert got[name].dtype == value.dtype and got[name].shape == value.shape
+            np.testing.assert_allclose(got[name], value, rtol=rtol, atol=1e-3 * np.abs(value).max())
+
+
+# ------------------------------------------------------------------------------------------------ keys
+
+
+def test_content_hash_sees_pixels_shape_dtype_and_contrast():
+    image = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    base = content_hash(image)
+    assert base == content_hash(image.copy()) and len(base) == 32
+    assert base == content_hash(np.asfortranarray(image))  # memory layout does not matter
+    changed = image.copy()
+    changed[0, 0] = 99
+    others = {
+        content_hash(changed),
+        content_hash(image.reshape(4, 3)),
+        content_hash(image.astype(np.int32)),
+        content_hash(image, (0, 100)),
+        content_hash(image, (0, 101)),
+    }
+    assert len(others) == 5 and base not in others
+    assert content_hash(image, (0, 100)) == content_hash(image, [0.0, 100.0])
+    assert make_key(FP, image) == (FP, base)
+
+
+def test_model_fingerprint_tracks_config_and_weights():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    a = torch.nn.Linear(600, 600)  # 1.4 MB of weights: sampled, not hashed whole
+    b = torch.nn.Linear(600, 600)
+    assert model_fingerprint(a) == model_fingerprint(a)
+    assert model_fingerprint(a) != model_fingerprint(b)
+    b.load_state_dict(a.state_dict())
+    assert model_fingerprint(a) == model_fingerprint(b)
+    with torch.no_grad():
+        b.bias[0] += 1
+    assert model_fingerprint(a) != model_fingerprint(b)
+    assert model_fingerprint(a.to(torch.bfloat16)).startswith("Linear-")
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+def test_memory_lru_evicts_the_least_recently_used():
+    cache = EmbeddingCache(max_items=2)
+    for i in range(3):
+        cache.put(key(i), fake_state(i))
+    assert key(0) not in cache and key(1) in cache and key(2) in cache
+    cache.get(key(1))  # now the most recent
+    cache.put(key(3), fake_state(3))
+    assert cache.memory_keys == [key(1), key(3)]
+    assert cache.get(key(2)) is None
+    assert cache.get(("x", "y")) is None and ("x",) not in cache
+    with pytest.raises(TypeError, match="make_key"):
+        cache.put("not a key", fake_state())
+    with pytest.raises(ValueError):
+        EmbeddingCache(max_items=0)
+
+
+def test_memory_budget_in_bytes():
+    size = state_nbytes(fake_state())
+    cache = EmbeddingCache(max_items=10, max_bytes=int(2.5 * size))
+    for i in range(4):
+        cache.put(key(i), fake_state(i))
+    assert cache.memory_keys == [key(2), key(3)]
+
+
+# ------------------------------------------------------------------------------------------------ disk
+
+
+def test_reopened_store_finds_entries(tmp_path):
+    store = tmp_path / "cache.zarr"
+    first = EmbeddingCache(max_items=2, store_path=store)
+    states = {key(i): fake_state(i) for i in range(3)}
+    for k, state in states.items():
+        first.put(k, state)
+    second = EmbeddingCache(store_path=store)
+    assert sorted(second.keys()) == sorted(states)
+    assert len(second) == 3 and all(k in second for k in states)
+    for k, state in states.items():
+        assert_states_close(second.get(k), state)
+    assert first.get(key(0)) is not None  # evicted from memory, read back from disk
+
+
+def test_arrays_are_float16_on_disk_and_one_chunk_each(tmp_path):
+    import zarr
+
+    cache = EmbeddingCache(store_path=tmp_path / "c.zarr")
+    big = fake_state(1)
+    big["clip_top"] = big["clip_top"] * 1e6  # beyond float16's range: kept as float32
+    cache.put(key(1), big)
+    root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    [(_, folder)] = list(root.groups())
+    entry = folder[key(1)[1]]
+    assert entry["embedding"].dtype == np.float16 and entry["embedding"].chunks == (32, 8, 8)
+    assert entry["clip_top"].dtype == np.float32
+    assert folder.attrs["fingerprint"] == FP
+    reopened = EmbeddingCache(store_path=tmp_path / "c.zarr").get(key(1))
+    assert reopened["clip_top"].dtype == np.float32
+    np.testing.assert_allclose(reopened["clip_top"], big["clip_top"], rtol=1e-6)
+
+
+def test_interrupted_write_is_invisible_and_overwritten(tmp_path):
+    import zarr
+
+    store = tmp_path / "c.zarr"
+    cache = EmbeddingCache(store_path=store)
+    cache.put(key(5), fake_state(5))
+    root = zarr.open_group(str(store), mode="a")
+    [(_, folder)] = list(root.groups())
+    entry = folder[key(5)[1]]
+    del entry.attrs["complete"]  # as if the process died before the last step
+    entry["embedding"][...] = 0
+
+    reopened = EmbeddingCache(store_path=store)
+    assert key(5) not in reopened and reopened.get(key(5)) is None and reopened.keys() == []
+    reopened.put(key(5), fake_state(5))
+    assert_states_close(EmbeddingCache(store_path=store).get(key(5)), fake_state(5))
+
+
+def test_memory_only_cache_has_no_store(tmp_path):
+    cache = EmbeddingCache()
+    cache.put(key(1), fake_state(1))
+    assert cache.keys() == [key(1)]
+    cache.clear_memory()
+    assert cache.keys() == [] and cache.get(key(1)) is None
