@@ -210,7 +210,17 @@ class OVSAM(nn.Module):
         """
         if features.embedding.shape[0] != 1:
             raise ValueError("decode() takes the features of one image; use features.select(i).")
-        multimask_output = multimask_output and self.mask_decoder.num_multimask_outputs > 0
+        has_multimask = self.mask_decoder.num_multimask_outputs > 0
+        # One click is ambiguous (part or whole?): decode the multimask candidates and keep the one with the
+        # best predicted IoU rather than the single-mask token, which is trained on less ambiguous prompts.
+        single_click = (
+            boxes is None
+            and points is not None
+            and point_labels is not None
+            and bool(((point_labels >= 0).sum(dim=1) == 1).all())
+        )
+        pick_best = not multimask_output and has_multimask and single_click
+        multimask_output = (multimask_output or pick_best) and has_multimask
         sparse, dense = self.prompt_encoder(
             points=(points, point_labels) if points is not None else None, boxes=boxes, masks=None
         )
@@ -223,6 +233,10 @@ class OVSAM(nn.Module):
         )
         if not self.has_iou_head:
             iou = stability_score(logits)
+        if pick_best:
+            best = iou.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            logits, iou = logits[rows, best][:, None], iou[rows, best][:, None]
         return Decoded(logits, iou)
 
     # ------------------------------------------------------------------ naming

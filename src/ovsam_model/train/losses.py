@@ -35,14 +35,20 @@ def uncertain_points(
 def mask_losses(
     logits: torch.Tensor, targets: torch.Tensor, num_points: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-mask BCE and dice on importance-sampled points.
+    """Per-mask BCE and dice on importance-sampled points, or densely on the logit grid.
 
     logits: [N, 1, h, w] low-resolution logits over the padded input frame; targets: [N, 1, S, S] float masks
-    over the same frame. Returns ([N] BCE, [N] dice loss).
+    over the same frame. num_points > 0: PointRend sampling of that many points (the paper's 12,544 at 1024 px);
+    num_points <= 0: every logit against the area-averaged target (for small inputs, where a few thousand
+    random points would rarely land on a small object). Returns ([N] BCE, [N] dice loss).
     """
-    coords = uncertain_points(logits, num_points)
-    point_logits = point_sample(logits, coords)[:, 0]
-    point_targets = point_sample(targets, coords)[:, 0]
+    if num_points > 0:
+        coords = uncertain_points(logits, num_points)
+        point_logits = point_sample(logits, coords)[:, 0]
+        point_targets = point_sample(targets, coords)[:, 0]
+    else:
+        point_logits = logits.flatten(1)
+        point_targets = F.adaptive_avg_pool2d(targets, (logits.shape[-2], logits.shape[-1])).flatten(1)
     bce = F.binary_cross_entropy_with_logits(point_logits, point_targets, reduction="none").mean(dim=1)
     probs = point_logits.sigmoid()
     dice = 1 - (2 * (probs * point_targets).sum(1) + 1) / (probs.sum(1) + point_targets.sum(1) + 1)
