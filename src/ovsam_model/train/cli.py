@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--background-weight", type=float, default=0.1, help="CE weight of background")
     loss.add_argument("--num-points", type=int, default=12544, help="sampled points per mask")
     loss.add_argument(
+        "--roi-from-prediction",
+        action="store_true",
+        help="name prompts from the predicted mask's box where it matches the GT box (as at inference) "
+        "instead of always from the GT box",
+    )
+    loss.add_argument(
         "--seen-only-classifier",
         action="store_true",
         help="mask unseen classes out of the training softmax (instead of negatives)",

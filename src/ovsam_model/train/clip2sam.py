@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from ..modeling.ovsam import OVSAM, ImageFeatures
 from .losses import classification_loss, mask_iou, mask_losses
@@ -20,6 +21,9 @@ class Clip2SamLossConfig:
     iou_weight: float = 1.0  # MSE of the IoU head (decoders that have one)
     background_weight: float = 0.1
     num_points: int = 12544
+    # Name prompts from the box of the predicted mask where it overlaps the GT box (box IoU >= 0.5), as at
+    # inference, instead of always from the GT box (the official recipe, a train/test mismatch).
+    roi_from_prediction: bool = False
 
 
 def _pad_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -53,10 +57,20 @@ def _decode_losses(
     best = total.argmin(dim=1)
     rows = torch.arange(n, device=logits.device)
     out = {"bce": bce.view(n, m)[rows, best], "dice": dice.view(n, m)[rows, best]}
+    if cfg.roi_from_prediction:
+        out["pred_boxes"] = model.region_rois(logits.detach()[rows, best])[0]
     if model.has_iou_head:
         actual = mask_iou(logits.detach(), targets)
         out["iou"] = F.mse_loss(decoded.iou, actual, reduction="none").mean(dim=1)
     return out
+
+
+def _training_rois(gt_boxes: torch.Tensor, predicted: torch.Tensor | None) -> torch.Tensor:
+    """GT boxes [n, 4] (the paper), or predicted-mask boxes where they agree with the GT (box IoU >= 0.5)."""
+    if predicted is None:
+        return gt_boxes
+    agree = box_iou(predicted, gt_boxes).diagonal() >= 0.5
+    return torch.where(agree[:, None], predicted, gt_boxes)
 
 
 def clip2sam_loss(
@@ -87,9 +101,10 @@ def clip2sam_loss(
             losses = _decode_losses(
                 model, image_features, prompts, masks[targets], cfg, is_box=kind == "boxes"
             )
+            gt_boxes = item["boxes"].to(device)[targets]
+            rois.append(_training_rois(gt_boxes, losses.pop("pred_boxes", None)))
             for key, value in losses.items():
                 parts[key].append(value)
-            rois.append(item["boxes"].to(device)[targets])  # GT boxes name every prompt, as in the paper
             batch_index.append(torch.full((len(targets),), i, device=device))
             labels.append(item["labels"].to(device)[targets])
     head_embed, _ = model.region_embeddings(

@@ -100,6 +100,7 @@ def _clip2sam_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
         dice_weight=args.dice_weight,
         background_weight=args.background_weight,
         num_points=args.num_points,
+        roi_from_prediction=args.roi_from_prediction,
     )
 
     def loss_fn(m: OVSAM, batch: list[dict[str, Any]]):

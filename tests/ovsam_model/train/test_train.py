@@ -159,3 +159,14 @@ def test_torchrun_two_cpu_processes_stay_in_sync(train_data, tmp_path, base_args
     start = next(r for r in records if r.get("event") == "start")
     assert start["world_size"] == 2 and start["steps_per_epoch"] == 2  # 4 images / (2 ranks x 1)
     assert (out / "model.pt").is_file() and not list(out.glob("*.tmp"))
+
+
+def test_training_rois_follow_the_prediction_only_where_it_matches_the_gt():
+    from ovsam_model.train.clip2sam import _training_rois
+
+    gt = torch.tensor([[10.0, 10.0, 50.0, 50.0], [10.0, 10.0, 50.0, 50.0]])
+    predicted = torch.tensor([[12.0, 11.0, 49.0, 52.0], [60.0, 60.0, 90.0, 90.0]])
+    rois = _training_rois(gt, predicted)
+    assert rois[0].tolist() == predicted[0].tolist()  # close to the GT: named as at inference
+    assert rois[1].tolist() == gt[1].tolist()  # a wrong mask does not teach a wrong name
+    assert torch.equal(_training_rois(gt, None), gt)

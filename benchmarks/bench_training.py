@@ -1,0 +1,129 @@
+"""Training throughput (images/s) of the CLIP2SAM / end-to-end step for the tiny and demo configs on the CPU,
+measured side by side on the same synthetic batches; and the teacher-feature cache of SAM2CLIP distillation:
+a second epoch over the same images reads the fp16 cache instead of running the SAM teacher.
+
+    python benchmarks/bench_training.py [--teacher vit_b] [--images 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine
+from ovsam_model.build import assemble
+from ovsam_model.config import load_config
+from ovsam_model.data.coco import CocoInstanceDataset, collate_instances
+from ovsam_model.data.synthetic import write_dataset
+from ovsam_model.text import encode_vocabulary
+from ovsam_model.train.clip2sam import Clip2SamLossConfig, clip2sam_loss
+from ovsam_model.train.engine import build_optimizer, trainable_parameters
+from ovsam_model.vocabulary import Vocabulary
+
+
+def step_throughput(config_name: str, data: Path, batch_size: int, steps: int) -> float:
+    """Images per second of full optimiser steps (forward, backward, AdamW) of the end-to-end stage."""
+    torch.manual_seed(0)
+    config = load_config(config_name)
+    model = assemble(config, clip_pretrained="none")
+    dataset = CocoInstanceDataset(
+        data / "train.json", image_size=config.image_size, num_prompts=16, resize_ratio=(0.75, 1.25)
+    )
+    text = encode_vocabulary(Vocabulary(dataset.class_names), model.text_encoder, use_cache=False)
+    named = trainable_parameters(model, "end2end")
+    optimizer = build_optimizer(named, 1e-4, 0.05)
+    cfg = Clip2SamLossConfig(num_points=0)
+    batches = [
+        collate_instances([dataset[(i * batch_size + j) % len(dataset)] for j in range(batch_size)])
+        for i in range(steps + 1)
+    ]
+    model.train()
+
+    def step(batch) -> None:
+        loss, _ = clip2sam_loss(model, batch, text, cfg)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step(batches[0])  # warm-up
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        step(batch)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def teacher_cache_speedup(teacher: str, images: int) -> tuple[float, float]:
+    """Seconds of the first and second distillation epoch over ``images`` images (student ovsam_rn50x16,
+    random weights; batch 1)."""
+    from ovsam_model.train.sam2clip import TeacherCache, build_teacher, sam2clip_loss
+
+    torch.manual_seed(0)
+    model = assemble(load_config("ovsam_rn50x16"), clip_pretrained="none")
+    named = trainable_parameters(model, "sam2clip")
+    optimizer = build_optimizer(named, 1e-4, 0.05)
+    from segment_anything import sam_model_registry
+
+    encoder = sam_model_registry[teacher](checkpoint=None).image_encoder.eval().requires_grad_(False)
+    del build_teacher  # the real builder needs the teacher's weights file; cost does not depend on them
+    batch = [
+        [{"image": torch.rand(3, 1024, 768) * 255, "path": f"image{i}", "slice_index": None}]
+        for i in range(images)
+    ]
+    model.train()
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = TeacherCache(tmp)
+        epochs = []
+        for _ in range(2):
+            start = time.perf_counter()
+            for item in batch:
+                loss, _ = sam2clip_loss(model, encoder, item, cache)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            epochs.append(time.perf_counter() - start)
+    return epochs[0], epochs[1]
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--batch-size", type=int, default=8, help="images per step (tiny and demo)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per config")
+    p.add_argument(
+        "--teacher", default="vit_h", help="SAM teacher for the cache benchmark (vit_b, vit_l, vit_h)"
+    )
+    p.add_argument("--images", type=int, default=3, help="images per distillation epoch")
+    p.add_argument("--skip-distill", action="store_true", help="only the throughput part")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_dataset(Path(tmp) / "data", num_train=16, num_val=1, size=256, seed=0)
+        rates = {
+            name: step_throughput(name, paths["root"], args.batch_size, args.steps)
+            for name in ("tiny", "demo")
+        }
+    print(f"machine: {machine()}")
+    print(
+        f"end-to-end training step (forward + backward + AdamW), batch {args.batch_size}, 16 prompts per image"
+    )
+    for name, rate in rates.items():
+        print(f"  {name:>5}: {rate:6.2f} images/s")
+    print(f"  ratio tiny / demo: {rates['tiny'] / rates['demo']:.2f}")
+    out = {f"{k}_images_per_s": v for k, v in rates.items()}
+    if not args.skip_distill:
+        first, second = teacher_cache_speedup(args.teacher, args.images)
+        speedup = first / second
+        print(
+            f"SAM2CLIP distillation, ovsam_rn50x16 student, SAM {args.teacher} teacher, {args.images} images"
+        )
+        print(f"  epoch 1 (teacher runs, features cached in fp16): {first:7.1f} s")
+        print(f"  epoch 2 (features read from the cache)          : {second:7.1f} s")
+        print(f"  speed-up: {speedup:.2f}x (target >= 5x: {'met' if speedup >= 5 else 'NOT met'})")
+        out.update(epoch1_s=first, epoch2_s=second, speedup=speedup)
+    return out
+
+
+if __name__ == "__main__":
+    main()
