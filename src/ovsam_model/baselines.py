@@ -476,14 +476,14 @@ class FeatureCropBaseline(SamClipBaseline):
         scaled = boxes.to(self.device) * torch.tensor([sx, sy, sx, sy], device=self.device)
         rois = torch.cat([scaled.new_zeros(len(scaled), 1), scaled], dim=1)
         if not self.mask_features:
-            return self.trunk.region_embeddings(self._clip_top, rois, _CLIP_STRIDE)
+            return self.trunk.region_embeddings(self.trunk.region_maps(self._clip_top), rois, _CLIP_STRIDE)
         pool = self.trunk.region_pool_size
         pooled = roi_align(
             self._clip_top, rois, (pool, pool), 1.0 / _CLIP_STRIDE, sampling_ratio=0, aligned=True
         )
         inside = self._mask_bins(boxes.to(self.device), mask_logits, pool)
         pooled = pooled * torch.where(valid[:, None, None, None], inside, 1.0)
-        return _clip_head(self.trunk, pooled)
+        return self.trunk.head(pooled)
 
     def _mask_bins(self, boxes: torch.Tensor, mask_logits: torch.Tensor, pool: int) -> torch.Tensor:
         """Fraction of each RoI bin inside the mask: [n, 1, pool, pool], from the low-res SAM masks."""
@@ -506,14 +506,6 @@ def clip_trunk_kind(clip_model: nn.Module) -> str:
     if name == "TimmModel":
         return "timm"
     raise ValueError(f"The feature-crop baseline needs a convolutional CLIP image tower, got {name}.")
-
-
-def _clip_head(trunk: CLIPTrunk, pooled: torch.Tensor) -> torch.Tensor:
-    """CLIP's own head on RoI features [n, C5, s, s] -> [n, D] (as ``CLIPTrunk.region_embeddings``)."""
-    visual: Any = trunk.visual
-    if trunk.kind == "modified_resnet":
-        return visual.attnpool(pooled)
-    return visual.head(visual.trunk.forward_head(pooled))
 
 
 # ---------------------------------------------------------------------------------------------- building

@@ -150,3 +150,13 @@ def test_region_embeddings_follow_the_predicted_mask_box(tiny_model):
     assert boxes[1].tolist() == [0.0, 0.0, 10.0, 10.0]
     head, clip = tiny_model.region_embeddings(features, boxes)
     assert head.shape == (2, tiny_model.config.embed_dim) and clip is not None and clip.shape == head.shape
+
+
+def test_precomputed_region_maps_equal_clips_attention_pool_on_the_roi(tiny_model):
+    """Pooling the projected maps is exactly attnpool(roi_align(C5)) (RoIAlign is linear), borders included."""
+    trunk = tiny_model.backbone
+    top = torch.randn(2, 256, 4, 4)
+    rois = torch.tensor([[0, 3.0, 5.0, 90.0, 70.0], [1, -10.0, 0.0, 40.0, 128.0]])
+    expected = trunk.head(roi_align(top, rois, (2, 2), 1 / 32, 0, aligned=True))
+    fast = trunk.region_embeddings(trunk.region_maps(top), rois, 32)
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)

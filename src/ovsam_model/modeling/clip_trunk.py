@@ -7,9 +7,9 @@ classifier is timm's pooled head followed by open_clip's projection.
 
 from __future__ import annotations
 
-import torch
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -56,22 +56,62 @@ class CLIPTrunk(nn.Module):
             trunk = self.visual.trunk
             return list(trunk.forward_intermediates(images, indices=4, intermediates_only=True))
 
-    def region_embeddings(self, top_features: torch.Tensor, rois: torch.Tensor, stride: int) -> torch.Tensor:
+    def region_maps(self, top_features: torch.Tensor) -> torch.Tensor:
+        """What ``region_embeddings`` pools, computed once per image.
+
+        For ModifiedResNets: the attention pool's query/key/value projections (weights only, no bias) applied
+        to every C5 position, [B, 3C, h, w]. RoIAlign is linear, so pooling these maps gives exactly the
+        projections of the pooled features, and each prompt then costs one RoIAlign and one attention query
+        instead of three C x C projections of every RoI bin. For timm towers: C5 itself.
+        """
+        if self.kind != "modified_resnet":
+            return top_features
+        pool = self.visual.attnpool
+        weight = torch.cat([pool.q_proj.weight, pool.k_proj.weight, pool.v_proj.weight])  # [3C, C]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return torch.einsum("oc,bchw->bohw", weight, top_features)
+
+    def region_embeddings(self, maps: torch.Tensor, rois: torch.Tensor, stride: int) -> torch.Tensor:
         """CLIP's own embedding of image regions.
 
         Args:
-            top_features: C5, [B, C5, h, w].
+            maps: ``region_maps(C5)``, [B, 3C, h, w] (ModifiedResNet) or [B, C5, h, w] (timm).
             rois: [N, 5] (batch index, x0, y0, x1, y1) in input-image pixels.
-            stride: the stride of ``top_features`` (32).
+            stride: the stride of the maps (32).
 
         Returns:
-            [N, D] region embeddings (not normalised), D = CLIP embedding size.
+            [N, D] region embeddings (not normalised), D = CLIP embedding size. For ModifiedResNets this equals
+            ``attnpool(roi_align(C5, rois))`` (the attention pool's output token).
         """
         size = self.region_pool_size
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             pooled = roi_align(
-                top_features, rois, (size, size), spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True
+                maps, rois, (size, size), spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True
             )
+            if self.kind == "modified_resnet":
+                return self._attention_pool(pooled)
+            return self.visual.head(self.visual.trunk.forward_head(pooled))
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """CLIP's own head (attention pool, or timm pooling + projection) on raw pooled C5 [N, C5, s, s] -> [N, D]."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             if self.kind == "modified_resnet":
                 return self.visual.attnpool(pooled)
             return self.visual.head(self.visual.trunk.forward_head(pooled))
+
+    def _attention_pool(self, pooled: torch.Tensor) -> torch.Tensor:
+        """open_clip's AttentionPool2d output token from pooled q/k/v maps [N, 3C, s, s] -> [N, D]."""
+        pool = self.visual.attnpool
+        n, three_c = pooled.shape[:2]
+        c = three_c // 3
+        tokens = pooled.flatten(2).transpose(1, 2)  # [N, s*s, 3C]
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # the mean token first
+        weight = torch.cat([pool.q_proj.weight, pool.k_proj.weight, pool.v_proj.weight])
+        bias = torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias])
+        tokens = tokens + (pool.positional_embedding.to(tokens.dtype) @ weight.T + bias)
+        heads = pool.num_heads
+        q = tokens[:, :1, :c].reshape(n, 1, heads, c // heads).transpose(1, 2)
+        k = tokens[:, :, c : 2 * c].reshape(n, -1, heads, c // heads).transpose(1, 2)
+        v = tokens[:, :, 2 * c :].reshape(n, -1, heads, c // heads).transpose(1, 2)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # [N, heads, 1, C / heads]
+        return pool.c_proj(out.transpose(1, 2).reshape(n, c))

@@ -30,6 +30,7 @@ class ImageFeatures:
     embedding: torch.Tensor
     fpn: list[torch.Tensor]
     clip_top: torch.Tensor
+    clip_maps: torch.Tensor | None = None  # CLIPTrunk.region_maps(clip_top): derived, never cached
 
     def select(self, index: int) -> ImageFeatures:
         """The features of image ``index`` as a batch of one."""
@@ -37,6 +38,7 @@ class ImageFeatures:
             self.embedding[index : index + 1],
             [f[index : index + 1] for f in self.fpn],
             self.clip_top[index : index + 1],
+            None if self.clip_maps is None else self.clip_maps[index : index + 1],
         )
 
     def to(self, *args, **kwargs) -> ImageFeatures:
@@ -44,6 +46,7 @@ class ImageFeatures:
             self.embedding.to(*args, **kwargs),
             [f.to(*args, **kwargs) for f in self.fpn],
             self.clip_top.to(*args, **kwargs),
+            None if self.clip_maps is None else self.clip_maps.to(*args, **kwargs),
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -181,7 +184,16 @@ class OVSAM(nn.Module):
     def encode_image(self, images: torch.Tensor | list[torch.Tensor]) -> ImageFeatures:
         """images: see ``preprocess``. Returns the features for the decoder and classifier."""
         clip_features = self.backbone(self.preprocess(images))
-        return ImageFeatures(self.neck(clip_features), self.fpn(clip_features), clip_features[-1])
+        features = ImageFeatures(self.neck(clip_features), self.fpn(clip_features), clip_features[-1])
+        if self.config.fusion.enabled and not self.training:
+            self.clip_region_maps(features)  # once per image, so that each prompt is cheap
+        return features
+
+    def clip_region_maps(self, features: ImageFeatures) -> torch.Tensor:
+        """The frozen CLIP's region maps of ``features`` (computed on first use, then kept with them)."""
+        if features.clip_maps is None:
+            features.clip_maps = self.backbone.region_maps(features.clip_top)
+        return features.clip_maps
 
     # ----------------------------------------------------------------- prompts
     def dense_pe(self) -> torch.Tensor:
@@ -275,7 +287,8 @@ class OVSAM(nn.Module):
         head_embed = self.region_head(pooled)
         clip_embed = None
         if with_clip and self.config.fusion.enabled:
-            clip_embed = self.backbone.region_embeddings(features.clip_top, rois, CLIP_TOP_STRIDE)
+            maps = self.clip_region_maps(features)
+            clip_embed = self.backbone.region_embeddings(maps, rois, CLIP_TOP_STRIDE)
         return head_embed, clip_embed
 
     def head_logits(self, head_embed: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
