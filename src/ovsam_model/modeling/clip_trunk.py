@@ -66,10 +66,27 @@ class CLIPTrunk(nn.Module):
         """
         if self.kind != "modified_resnet":
             return top_features
-        pool = self.visual.attnpool
-        weight = torch.cat([pool.q_proj.weight, pool.k_proj.weight, pool.v_proj.weight])  # [3C, C]
+        weight, _ = self._qkv_projection()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return torch.einsum("oc,bchw->bohw", weight, top_features)
+
+    def _qkv_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention pool's stacked q/k/v weights [3C, C] and the projected positional embedding plus
+        biases [1 + s*s, 3C]; kept while the trunk is frozen (recomputing them per prompt costs more than the
+        whole mask decoder at RN50x16 size)."""
+        pool = self.visual.attnpool
+        params = (pool.q_proj.weight, pool.k_proj.weight, pool.v_proj.weight, pool.positional_embedding)
+        # device, dtype and in-place version counters: loading new weights invalidates the cache
+        key = (params[0].device, params[0].dtype, *(p._version for p in params))
+        cached = getattr(self, "_qkv_cache", None)
+        if self.frozen and cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        weight = torch.cat([pool.q_proj.weight, pool.k_proj.weight, pool.v_proj.weight])
+        bias = torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias])
+        positions = pool.positional_embedding @ weight.T + bias
+        if self.frozen:
+            self._qkv_cache = (key, weight.detach(), positions.detach())
+        return weight, positions
 
     def region_embeddings(self, maps: torch.Tensor, rois: torch.Tensor, stride: int) -> torch.Tensor:
         """CLIP's own embedding of image regions.
@@ -106,9 +123,7 @@ class CLIPTrunk(nn.Module):
         c = three_c // 3
         tokens = pooled.flatten(2).transpose(1, 2)  # [N, s*s, 3C]
         tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # the mean token first
-        weight = torch.cat([pool.q_proj.weight, pool.k_proj.weight, pool.v_proj.weight])
-        bias = torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias])
-        tokens = tokens + (pool.positional_embedding.to(tokens.dtype) @ weight.T + bias)
+        tokens = tokens + self._qkv_projection()[1].to(tokens.dtype)
         heads = pool.num_heads
         q = tokens[:, :1, :c].reshape(n, 1, heads, c // heads).transpose(1, 2)
         k = tokens[:, :, c : 2 * c].reshape(n, -1, heads, c // heads).transpose(1, 2)
