@@ -38,7 +38,7 @@ from torchvision.ops import roi_align
 from .image import to_model_rgb
 from .modeling.clip2sam import class_logits, masks_to_boxes
 from .modeling.clip_trunk import CLIPTrunk
-from .predictor import Prediction
+from .predictor import NO_IMAGE, NO_VOCABULARY, Prediction, vocabulary_embeddings
 from .prompts import NumpyPrompts, PromptSet, normalize_prompts
 
 BASELINE_KINDS = ("image_crop", "feature_crop")
@@ -196,17 +196,9 @@ class SamClipBaseline:
     ) -> None:
         """Set the classes (a ``Vocabulary`` or entries "name, synonym, ..."). ``seen`` is accepted for the
         predictor interface and ignored (no fusion); ``text_embeddings``: precomputed [K, P, D]."""
-        from .text import encode_vocabulary
-        from .vocabulary import Vocabulary
-
-        if not isinstance(vocabulary, Vocabulary):
-            vocabulary = Vocabulary(list(vocabulary))
-        if text_embeddings is None:
-            text_embeddings = encode_vocabulary(vocabulary, self.text_encoder, cache_dir=cache_dir)
-        if text_embeddings.shape[0] != len(vocabulary):
-            raise ValueError(
-                f"text_embeddings has {text_embeddings.shape[0]} classes, the vocabulary {len(vocabulary)}."
-            )
+        vocabulary, text_embeddings = vocabulary_embeddings(
+            vocabulary, self.text_encoder, text_embeddings, cache_dir
+        )
         self.vocabulary = vocabulary
         self.text_embeddings = text_embeddings.to(self.device, torch.float32)
 
@@ -299,13 +291,11 @@ class SamClipBaseline:
 
     def _require_image(self) -> None:
         if not self.is_image_set:
-            raise ValueError("No image is set: call predictor.set_image(image) before predict().")
+            raise ValueError(NO_IMAGE)
 
     def _require_vocabulary(self):
         if self.vocabulary is None:
-            raise ValueError(
-                "No vocabulary is set: call predictor.set_vocabulary(['class a', 'class b, synonym', ...])."
-            )
+            raise ValueError(NO_VOCABULARY)
         return self.vocabulary
 
 

@@ -156,17 +156,9 @@ class OVSAMPredictor:
         model was trained on it (weights the fusion; default: the vocabulary's own flags); text_embeddings:
         precomputed [K, P, D] embeddings (default: computed with the model's text tower, cached on disk).
         """
-        from .text import encode_vocabulary
-        from .vocabulary import Vocabulary
-
-        if not isinstance(vocabulary, Vocabulary):
-            vocabulary = Vocabulary(list(vocabulary))
-        if text_embeddings is None:
-            text_embeddings = encode_vocabulary(vocabulary, self.model.text_encoder, cache_dir=cache_dir)
-        if text_embeddings.shape[0] != len(vocabulary):
-            raise ValueError(
-                f"text_embeddings has {text_embeddings.shape[0]} classes, the vocabulary {len(vocabulary)}."
-            )
+        vocabulary, text_embeddings = vocabulary_embeddings(
+            vocabulary, self.model.text_encoder, text_embeddings, cache_dir
+        )
         flags = list(seen) if seen is not None else list(vocabulary.seen)
         if len(flags) != len(vocabulary):
             raise ValueError(f"seen has {len(flags)} flags for {len(vocabulary)} classes.")
@@ -273,12 +265,31 @@ class OVSAMPredictor:
 
     def _require_image(self) -> ImageFeatures:
         if self.features is None:
-            raise ValueError("No image is set: call predictor.set_image(image) before predict().")
+            raise ValueError(NO_IMAGE)
         return self.features
 
     def _require_vocabulary(self):
         if self.vocabulary is None:
-            raise ValueError(
-                "No vocabulary is set: call predictor.set_vocabulary(['class a', 'class b, synonym', ...])."
-            )
+            raise ValueError(NO_VOCABULARY)
         return self.vocabulary
+
+
+NO_IMAGE = "No image is set: call predictor.set_image(image) before predict()."
+NO_VOCABULARY = "No vocabulary is set: call predictor.set_vocabulary(['class a', 'class b, synonym', ...])."
+
+
+def vocabulary_embeddings(vocabulary, text_encoder, text_embeddings=None, cache_dir=None):
+    """(Vocabulary, [K, P, D] float32 text embeddings) from a ``Vocabulary`` or a list of entries; embeddings
+    are computed with ``text_encoder`` (disk-cached) unless given, and must have one row per class."""
+    from .text import encode_vocabulary
+    from .vocabulary import Vocabulary
+
+    if not isinstance(vocabulary, Vocabulary):
+        vocabulary = Vocabulary(list(vocabulary))
+    if text_embeddings is None:
+        text_embeddings = encode_vocabulary(vocabulary, text_encoder, cache_dir=cache_dir)
+    if text_embeddings.shape[0] != len(vocabulary):
+        raise ValueError(
+            f"text_embeddings has {text_embeddings.shape[0]} classes, the vocabulary {len(vocabulary)}."
+        )
+    return vocabulary, text_embeddings.float()
