@@ -1,0 +1,228 @@
+"""What the session writes: predicted objects, undoable commit groups, and the labels they go into.
+
+No Qt, no napari. :class:`LabelsTarget` owns one labels array (numpy, zarr, a Labels layer's ``data``), its
+features table (see :mod:`napari_ovsam.labels`), the undo history and the *anchors*: for each object and
+slice, the (row, col) pixel where its class name is drawn. Masks are bool (H, W) in (row, col) pixels of a
+slice; slices are named by ``slice_index``, the tuple of leading indices (``()`` for 2D).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .coco_io import UNKNOWN_CLASS
+from .conversions import ObjectPrompt
+from .labels import (
+    CommitRecord,
+    PaintMode,
+    add_feature_rows,
+    ensure_features,
+    features_row,
+    paint_masks,
+    remove_feature_rows,
+    undo_commit,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SliceIndex = tuple[int, ...]
+AnchorKey = tuple[int, SliceIndex]  # (label id, slice index)
+Anchors = dict[AnchorKey, tuple[float, float]]
+
+
+@dataclass
+class ObjectResults:
+    """Predicted objects on one slice (the preview, and what a commit paints).
+
+    Attributes:
+        slice_index: the slice the prompts were on.
+        masks: bool (N, H, W), (row, col) pixels of the slice.
+        class_names: N names, ``unknown`` where the score is below the session's threshold.
+        scores, iou: float32 (N,): probability of the best class, predicted mask IoU.
+        topk_names, topk_scores: N lists of k alternatives (best first) and float32 (N, k) probabilities.
+        prompts: the N object prompts (model (x, y) pixels). messages: what was ignored and why.
+        latency_ms: decode time (embedding restore + prompt decoding + naming).
+    """
+
+    slice_index: SliceIndex
+    masks: np.ndarray
+    class_names: list[str]
+    scores: np.ndarray
+    iou: np.ndarray
+    topk_names: list[list[str]]
+    topk_scores: np.ndarray
+    prompts: list[ObjectPrompt] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    latency_ms: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    def feature_rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """One features row per object, for the label ids it will be painted with."""
+        return [
+            features_row(i, name, float(s), float(q), names, scores)
+            for i, name, s, q, names, scores in zip(
+                ids, self.class_names, self.scores, self.iou, self.topk_names, self.topk_scores
+            )
+        ]
+
+    def label_image(self) -> np.ndarray:
+        """(H, W) uint32 preview: object i painted with i + 1, the first object on top of later ones."""
+        height, width = self.masks.shape[-2:]
+        image = np.zeros((height, width), dtype=np.uint32)
+        for i in range(len(self.masks) - 1, -1, -1):
+            image[self.masks[i]] = i + 1
+        return image
+
+    @classmethod
+    def empty(cls, slice_index: SliceIndex, image_hw: tuple[int, int]) -> ObjectResults:
+        zeros = np.zeros(0, np.float32)
+        return cls(slice_index, np.zeros((0, *image_hw), bool), [], zeros, zeros, [], np.zeros((0, 0)))
+
+
+@dataclass
+class CommitGroup:
+    """One undoable action: a commit of several objects, or a whole propagation through a stack.
+
+    ``new_rows`` are the features rows it wrote; undo restores the pixels of ``records`` (last first), removes
+    the rows of ``added_ids``, puts back ``replaced_rows`` (rows it changed, as they were) and swaps the
+    anchors back.
+    """
+
+    records: list[CommitRecord]
+    added_ids: tuple[int, ...] = ()
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+    replaced_rows: list[dict[str, Any]] = field(default_factory=list)
+    anchors_added: Anchors = field(default_factory=dict)
+    anchors_removed: Anchors = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def label_ids(self) -> tuple[int, ...]:
+        """Ids that painted pixels, in painting order."""
+        return tuple(dict.fromkeys(i for r in self.records for i in r.label_ids))
+
+
+class LabelsTarget:
+    """A labels array with its features table, undo history and name anchors (see the module docstring).
+
+    Args:
+        labels: (..., H, W) integer array, written in place one slice's bounding box at a time.
+        features: its features table, if it has one (coerced with ``labels.ensure_features``).
+    """
+
+    def __init__(self, labels: Any, features: Any = None) -> None:
+        self.labels = labels
+        self.features: pd.DataFrame = ensure_features(features)
+        self.history: list[CommitGroup] = []
+        self.anchors: Anchors = {}
+        self._max_id = int(labels.max()) if isinstance(labels, np.ndarray) and labels.size else 0
+
+    def next_ids(self, n: int) -> list[int]:
+        """``n`` fresh ids above every id in the features, in a numpy array, or handed out before (lazy
+        arrays are not scanned: ids painted into them by hand should have a features row)."""
+        used = self._max_id
+        if len(self.features):
+            used = max(used, int(self.features["index"].max()))
+        if isinstance(self.labels, np.ndarray) and self.labels.size:
+            used = max(used, int(self.labels.max()))
+        self._max_id = used + n
+        return list(range(used + 1, used + 1 + n))
+
+    def commit(self, results: ObjectResults, mode: PaintMode = "keep") -> CommitGroup | None:
+        """Paint the objects (existing labels kept unless ``mode='overwrite'``), add their features rows and
+        anchors, and push the group onto the history; None when nothing was painted."""
+        if len(results) == 0:
+            return None
+        max_id = self._max_id
+        ids = self.next_ids(len(results))
+        record = paint_masks(
+            self.labels, results.masks, ids, slice_index=results.slice_index, mode=mode,
+            feature_rows=results.feature_rows(ids),
+        )  # fmt: skip
+        if not record.label_ids:
+            self._max_id = max_id  # nothing painted: the ids stay free
+            return None
+        group = CommitGroup(
+            [record], added_ids=record.label_ids, new_rows=record.feature_rows,
+            anchors_added=record_anchors(record), description=f"commit of {len(record.label_ids)} object(s)",
+        )  # fmt: skip
+        if mode == "overwrite":
+            group.anchors_removed = self._erased_anchors(record)
+        self.push(group)
+        return group
+
+    def push(self, group: CommitGroup) -> None:
+        """Apply a group whose pixels are painted: its rows and anchors; it becomes the last undo step."""
+        self.features = add_feature_rows(self.features, group.new_rows)
+        self._swap_anchors(add=group.anchors_added, remove=group.anchors_removed)
+        self.history.append(group)
+
+    def undo(self) -> CommitGroup | None:
+        """Undo the last group: pixels (later edits of them are kept), features rows, anchors."""
+        if not self.history:
+            return None
+        group = self.history.pop()
+        for record in reversed(group.records):
+            undo_commit(self.labels, record)
+        self.features = add_feature_rows(
+            remove_feature_rows(self.features, group.added_ids), group.replaced_rows
+        )
+        self._swap_anchors(add=group.anchors_removed, remove=group.anchors_added)
+        return group
+
+    def rename(self, label_id: int, class_name: str) -> None:
+        """Set an object's class by hand; it is marked reviewed."""
+        table = self.features.copy()
+        match = table["index"] == int(label_id)
+        if not match.any():
+            raise KeyError(f"No object with label id {label_id}.")
+        table.loc[match, "class_name"] = str(class_name).strip() or UNKNOWN_CLASS
+        table.loc[match, "reviewed"] = True
+        self.features = table
+
+    def row(self, label_id: int) -> dict[str, Any] | None:
+        """The features row of an object as a dict, or None."""
+        match = self.features[self.features["index"] == int(label_id)]
+        return None if match.empty else match.iloc[0].to_dict()
+
+    def slices_of(self, label_id: int) -> list[SliceIndex]:
+        """The slices where an object has a name anchor (where it was committed or propagated to)."""
+        return sorted(s for i, s in self.anchors if i == int(label_id))
+
+    def _swap_anchors(self, *, add: Anchors, remove: Anchors) -> None:
+        for key in remove:
+            self.anchors.pop(key, None)
+        self.anchors.update(add)
+
+    def _erased_anchors(self, record: CommitRecord) -> Anchors:
+        """Anchors of labels that an overwriting commit erased from its slice."""
+        old_ids = {int(v) for v in np.unique(record.old_values) if v}
+        if not old_ids:
+            return {}
+        index = (*record.slice_index, slice(None), slice(None))
+        remaining = set(np.unique(np.asarray(self.labels[index])).tolist())
+        gone = {(i, record.slice_index) for i in old_ids - remaining}
+        return {key: self.anchors[key] for key in gone if key in self.anchors}
+
+
+def record_anchors(record: CommitRecord) -> Anchors:
+    """Where to draw each painted object's name: its painted pixel nearest to the painted pixels' centroid
+    (on the object even for a ring or a bent rod)."""
+    if not record.label_ids:
+        return {}
+    r0, _, c0, _ = record.bbox
+    pixels = np.argwhere(record.changed) + np.array([r0, c0])
+    anchors: Anchors = {}
+    for label_id in record.label_ids:
+        mine = pixels[record.new_values == label_id].astype(float)
+        if len(mine):
+            nearest = mine[np.argmin(((mine - mine.mean(axis=0)) ** 2).sum(axis=1))]
+            anchors[(int(label_id), record.slice_index)] = (float(nearest[0]), float(nearest[1]))
+    return anchors
