@@ -8,13 +8,23 @@ predictor.set_vocabulary(["nucleus", "rod", "ring", "cluster"])
 result = predictor.predict(boxes=[x0, y0, x1, y1])
 """
 
-from .build import build_ovsam
-from .config import OVSAMConfig, list_models, load_config
-from .predictor import OVSAMPredictor, Prediction
-from .vocabulary import Vocabulary, list_presets
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# The public names load their modules on first use: importing the package (e.g. for a napari plugin's
+# manifest, or a submodule) does not pay for torch, open_clip and torchvision up front.
+_EXPORTS = {
+    "OVSAMConfig": "config",
+    "OVSAMPredictor": "predictor",
+    "Prediction": "predictor",
+    "Vocabulary": "vocabulary",
+    "build_ovsam": "build",
+    "list_models": "config",
+    "list_presets": "vocabulary",
+    "load_config": "config",
+}
 __all__ = [
     "OVSAMConfig",
     "OVSAMPredictor",
@@ -25,3 +35,15 @@ __all__ = [
     "list_presets",
     "load_config",
 ]
+
+if TYPE_CHECKING:
+    from .build import build_ovsam
+    from .config import OVSAMConfig, list_models, load_config
+    from .predictor import OVSAMPredictor, Prediction
+    from .vocabulary import Vocabulary, list_presets
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'ovsam_model' has no attribute '{name}'")
