@@ -155,6 +155,14 @@ def show_preview(viewer: napari.Viewer, image: Image, results: ObjectResults | N
         image.scale
     )
     layer = find(viewer, PREVIEW)
+    if layer is not None and layer.data.shape == data.shape and layer.data.dtype == data.dtype:
+        # The same frame as last time (the live-preview case): write in place and refresh once, instead of
+        # three setters that each redraw the layer.
+        if not (np.array_equal(layer.scale, image.scale) and np.array_equal(layer.translate, translate)):
+            layer.scale, layer.translate = image.scale, translate
+        layer.data[...] = data
+        layer.refresh()
+        return layer
     if layer is None or layer.ndim != data.ndim:
         if layer is not None:
             viewer.layers.remove(layer)
@@ -176,7 +184,7 @@ def _spatial_shape(image: Image) -> tuple[int, int]:
 
 
 def new_labels_array(image: Image, store_dir: str | Path | None = None) -> Any:
-    """A zero labels array for an image: numpy for in-memory images, else a zarr array (one chunk per slice)
+    """A zero labels array for an image: numpy for in-memory images, else a zarr array (1024-pixel tiles per slice)
     in ``store_dir`` (default: a temporary folder, removed when Python exits), written slice by slice and
     never held in memory."""
     data = image.data[0] if image.multiscale else image.data
@@ -190,7 +198,8 @@ def new_labels_array(image: Image, store_dir: str | Path | None = None) -> Any:
     else:  # like in-memory labels, these last as long as the session: save them with a writer
         folder = Path(tempfile.mkdtemp(prefix="ovsam-labels-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    chunks = (1,) * (len(shape) - 2) + tuple(min(s, 4096) for s in shape[-2:])
+    # 1024-pixel tiles: a commit rewrites only the tiles its objects touch, not the whole slice
+    chunks = (1,) * (len(shape) - 2) + tuple(min(s, 1024) for s in shape[-2:])
     path = folder / f"{_safe(image.name)}.labels.zarr"
     return zarr.create_array(store=str(path), shape=shape, dtype=LABELS_DTYPE, chunks=chunks, fill_value=0)
 
