@@ -61,6 +61,9 @@ class HeadConfig:
     roi_output_size: int = 12  # 12 for COCO; 7 for the LVIS eval config and the demo
     finest_scale: float = 56.0  # mmdet level rule: floor(log2(sqrt(w*h) / finest_scale)), clamped
     logit_scale: float = 100.0  # fixed, exp(4.6052)
+    # Name a box prompt from the user's own box (what the head was trained on: GT boxes) rather than from
+    # the box of its predicted mask; point prompts always use the predicted mask's box.
+    name_box_prompts_by_box: bool = True
 
 
 @dataclass

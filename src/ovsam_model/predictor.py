@@ -216,6 +216,8 @@ class OVSAMPredictor:
                 1, order[:, :, None, None].expand_as(decoded.low_res_logits)
             )
             rois, valid = self.model.region_rois(low_res[:, 0], fallback_boxes=self._fallback_boxes(chunk))
+            if chunk.boxes is not None and self.model.config.head.name_box_prompts_by_box:
+                rois = chunk.boxes
             head_embed, clip_embed = self.model.region_embeddings(features, rois)
             probs.append(self.model.classify(head_embed, clip_embed, self.text_embeddings, self.seen, valid))
             logits.append(low_res)
