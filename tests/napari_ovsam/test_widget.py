@@ -278,6 +278,20 @@ def test_missing_weights_are_explained(viewer, widget, qtbot, tmp_path):
 @pytest.mark.skipif(
     not os.environ.get("OVSAM_SCREENSHOTS"), reason="set OVSAM_SCREENSHOTS=1 to refresh docs/images"
 )
+def _object_boxes(image: np.ndarray, count: int) -> list[list[list[int]]]:
+    """(row, col) corner boxes, 3 px margin, of the ``count`` largest bright objects of a 2D image."""
+    from skimage.measure import label, regionprops
+
+    regions = regionprops(label(image > np.percentile(image, 96)))
+    # compact objects first: touching objects merge into one component, which makes a poor example prompt
+    regions = sorted(regions, key=lambda r: (r.solidity > 0.9, r.area), reverse=True)[:count]
+    h, w = image.shape
+    return [
+        [[max(r.bbox[0] - 3, 0), max(r.bbox[1] - 3, 0)], [min(r.bbox[2] + 3, h), min(r.bbox[3] + 3, w)]]
+        for r in regions
+    ]
+
+
 def test_screenshots(viewer, widget, qtbot):
     """docs/images/widget_2d.png and widget_stack.png: the widget in use on the sample data."""
     weights = Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.pt"
@@ -289,10 +303,13 @@ def test_screenshots(viewer, widget, qtbot):
     widget._device.setCurrentText("cpu")
     widget.load_model()
     idle(qtbot, widget)
-    for box in ([[8, 110], [48, 150]], [[58, 55], [105, 95]], [[190, 180], [222, 212]]):
+    image.contrast_limits = tuple(np.percentile(image.data, (0.5, 99.8)))
+    boxes = _object_boxes(np.asarray(image.data), 4)
+    for box in boxes[:3]:
         prompt(viewer, box=box)
     widget.commit()
-    prompt(viewer, point=[150, 60])
+    (r0, c0), (r1, c1) = boxes[3]
+    prompt(viewer, point=[(r0 + r1) // 2, (c0 + c1) // 2])
     widget.segment()
     viewer.reset_view()
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
@@ -302,8 +319,10 @@ def test_screenshots(viewer, widget, qtbot):
     stack = add_sample(viewer, sample_stack)
     widget._image.setCurrentText(stack.name)
     viewer.dims.set_point(0, 3)
+    stack.contrast_limits = tuple(np.percentile(stack.data[3], (0.5, 99.8)))
     idle(qtbot, widget)
-    prompt(viewer, box=[[3, 210, 200], [3, 250, 245]])
+    (r0, c0), (r1, c1) = _object_boxes(np.asarray(stack.data[3]), 1)[0]
+    prompt(viewer, box=[[3, r0, c0], [3, r1, c1]])
     widget.commit()
     widget._min_iou.setValue(0.0 if model == "demo" else -1.0)
     widget._min_overlap.setValue(0.3 if model == "demo" else 0.0)
