@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="ovsam_rn50x16", help="OV-SAM config (random weights)")
     p.add_argument("--rounds", type=int, default=2, help="timed repetitions per side")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per side first")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
     if args.threads:
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         predictor.predict(boxes=boxes)
 
     times = interleaved(
-        {"ovsam": lambda: run(ovsam), "image_crop": lambda: run(baseline)}, rounds=args.rounds, warmup=1
+        {"ovsam": lambda: run(ovsam), "image_crop": lambda: run(baseline)},
+        rounds=args.rounds,
+        warmup=args.warmup,
     )
     ratio = times["ovsam"] / times["image_crop"]
     print(f"machine: {machine()}")

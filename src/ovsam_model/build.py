@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +25,31 @@ from .modeling.sam2clip import SAM2CLIPAdapter
 PathLike = str | Path
 
 
+@contextmanager
+def _quiet_random_init(quiet: bool) -> Iterator[None]:
+    """Silence open_clip's "initialized randomly" warning where random CLIP weights are intended (the tiny
+    config; the demo model, whose weights come from its own checkpoint right after)."""
+    root = logging.getLogger()
+    level = root.level
+    if quiet:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _build_clip(config: OVSAMConfig, pretrained: str | None) -> tuple[nn.Module, Any]:
     register_clip_configs()
     try:
         # OpenAI's weights were trained with QuickGELU in the text tower; open_clip wants to be told.
-        clip_model = open_clip.create_model(
-            config.clip.model_name,
-            pretrained=pretrained,
-            device="cpu",
-            force_quick_gelu=pretrained == "openai",
-        )
+        with _quiet_random_init(pretrained is None):
+            clip_model = open_clip.create_model(
+                config.clip.model_name,
+                pretrained=pretrained,
+                device="cpu",
+                force_quick_gelu=pretrained == "openai",
+            )
     except RuntimeError as error:
         if pretrained is None:
             raise
