@@ -196,9 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"machine: {machine()}")
-    print(
-        "  NOTE: timings taken on a shared 2-core machine (a training run is using the CPUs in the background)"
-    )
+    print(f"  load average before timing: {os.getloadavg()[0]:.2f} (2 cores)")
     label = args.model + (" (random weights)" if args.random_weights else "")
     ratio = report(label, args, rows, precompute_s, store_mb)
     return {"ratio": ratio}

@@ -65,6 +65,7 @@ def child(model_name: str, prompts: int, chunk: int) -> None:
                 "after_model": after_model,
                 "after_image": after_image,
                 "after_predict": peak(),
+                "predict_phase_peak": phase_peak(),
                 "masks_bytes": int(result.masks.nbytes),
             }
         )

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         m = run_child(args, folder / "stack.zarr")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print("  NOTE: measured on a shared 2-core machine (a training run is using the CPUs in the background)")
+    print(f"  load average: {os.getloadavg()[0]:.2f} (2 cores)")
     above = report(args, m, stack_bytes, write_s)
     return {"peak_above_model_gib": above, "ratio": above / TARGET_GIB}
 

@@ -249,9 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
-    print(
-        "  NOTE: timings taken on a shared 2-core machine (a training run is using the CPUs in the background)"
-    )
+    print(f"  load average before timing: {os.getloadavg()[0]:.2f} (2 cores)")
     ratios = {}
     for model in models_to_run(args.model):
         started = time.perf_counter()
