@@ -111,6 +111,7 @@ class Probe:
 
         self.marks: dict[str, float] = {}
         self.spans: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
         widget.segment = self._timed(widget.segment, "segment", mark="fired")
         widget.session.segment = self._timed(widget.session.segment, "session")
         self._layers, self._show = _layers, _layers.show_preview
@@ -130,6 +131,7 @@ class Probe:
                 return fn(*args, **kwargs)
             finally:
                 self.spans[span] = time.perf_counter() - start
+                self.calls[span] = self.calls.get(span, 0) + 1
 
         return run
 
@@ -151,12 +153,10 @@ def measure(viewer: Any, widget: Any, app: Any, args: argparse.Namespace) -> dic
         times.setdefault(name, []).append(seconds)
 
     def widget_prompt(box: Box, timed: bool) -> None:
-        preview = _layers.find(viewer, _layers.PREVIEW)
-        old = None if preview is None else preview.data
+        drawn = probe.calls.get("preview", 0)
 
-        def updated() -> bool:
-            layer = _layers.find(viewer, _layers.PREVIEW)
-            return layer is not None and layer.data is not old
+        def updated() -> bool:  # the preview layer was redrawn (its array may be updated in place)
+            return probe.calls.get("preview", 0) > drawn
 
         start = time.perf_counter()
         boxes.data = [(box_to_shape_vertices(box), "rectangle")]  # a drawn rectangle replaces the last one

@@ -78,3 +78,14 @@ def tiny_predictor(tiny_model):
     predictor = OVSAMPredictor(tiny_model)
     predictor.set_vocabulary(["nucleus", "rod, bacterium", "ring"])
     return predictor
+
+
+@pytest.fixture
+def image16():
+    """A non-square (90, 150) uint16 image with a bright 30x40 block at rows 30-60, cols 40-80."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, size=(90, 150), dtype=np.uint16)
+    image[30:60, 40:80] += 30000
+    return image

@@ -32,14 +32,6 @@ def baseline(request):
     return model
 
 
-@pytest.fixture
-def image16() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 4000, size=(90, 150), dtype=np.uint16)
-    image[30:60, 40:80] += 30000
-    return image
-
-
 def test_shapes_at_original_resolution_and_names_from_the_vocabulary(baseline, image16):
     baseline.set_image(image16)
     assert baseline.original_size == (90, 150) and baseline.input_size == (77, 128)

@@ -9,14 +9,6 @@ from ovsam_model.predictor import OVSAMPredictor
 from ovsam_model.vocabulary import Vocabulary
 
 
-@pytest.fixture
-def image16() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 4000, size=(90, 150), dtype=np.uint16)
-    image[30:60, 40:80] += 30000
-    return image
-
-
 def test_non_square_16bit_round_trip_at_original_size(tiny_predictor, image16):
     tiny_predictor.set_image(image16)
     assert tiny_predictor.original_size == (90, 150) and tiny_predictor.input_size == (77, 128)
