@@ -165,7 +165,10 @@ def test_box_prompts_are_named_from_their_own_box(tiny_model, tiny_predictor, im
     result = tiny_predictor.predict(boxes=box, top_k=3)
     features = tiny_predictor.features
     scale = tiny_predictor.input_size[1] / image16.shape[1]
-    head, clip = tiny_model.region_embeddings(features, torch.tensor(box * scale, dtype=torch.float32)[None])
-    probs = tiny_model.classify(head, clip, tiny_predictor.text_embeddings, tiny_predictor.seen)
+    with torch.no_grad():
+        head, clip = tiny_model.region_embeddings(
+            features, torch.tensor(box * scale, dtype=torch.float32)[None]
+        )
+        probs = tiny_model.classify(head, clip, tiny_predictor.text_embeddings, tiny_predictor.seen)
     assert int(probs[0, :-1].argmax()) == int(result.class_ids[0])
     np.testing.assert_allclose(float(probs[0, result.class_ids[0]]), result.scores[0], rtol=1e-4)
