@@ -160,3 +160,26 @@ def test_precomputed_region_maps_equal_clips_attention_pool_on_the_roi(tiny_mode
     expected = trunk.head(roi_align(top, rois, (2, 2), 1 / 32, 0, aligned=True))
     fast = trunk.region_embeddings(trunk.region_maps(top), rois, 32)
     torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_global_attention_a_few_heads_at_a_time_equals_sams_attention():
+    from segment_anything.modeling.image_encoder import Attention
+
+    from ovsam_model.modeling.sam2clip import HeadChunkedAttention
+
+    attention = Attention(64, num_heads=8, qkv_bias=True, use_rel_pos=True, input_size=(16, 16))
+    torch.nn.init.normal_(attention.rel_pos_h)
+    torch.nn.init.normal_(attention.rel_pos_w)
+    x = torch.randn(2, 16, 16, 64)
+    expected = attention(x)
+    attention.__class__ = HeadChunkedAttention
+    torch.testing.assert_close(attention(x), expected)
+
+
+def test_the_adapters_global_blocks_use_chunked_attention(tiny_model):
+    from ovsam_model.modeling.sam2clip import HeadChunkedAttention
+
+    kinds = [(block.window_size, type(block.attn)) for block in tiny_model.neck.blocks]
+    assert (0, HeadChunkedAttention) in kinds and all(
+        (w == 0) == (t is HeadChunkedAttention) for w, t in kinds
+    )

@@ -9,13 +9,36 @@ from functools import partial
 
 import torch
 from segment_anything.modeling.common import LayerNorm2d
-from segment_anything.modeling.image_encoder import Block
+from segment_anything.modeling.image_encoder import Attention, Block, add_decomposed_rel_pos
 from torch import nn
 
 from ..config import AdapterConfig
 
 # (kind, kernel) that brings stride 4/8/16/32 features to stride 16.
 _LEVEL_PROJECTIONS = (("conv", 4), ("conv", 2), ("conv", 1), ("deconv", 2))
+
+
+# Heads per step in global-attention blocks: a 64x64 grid has 4,096 tokens, so all 16 heads at once would
+# materialise several 1 GiB attention tensors; four at a time gives the same result with a quarter of the memory.
+GLOBAL_ATTENTION_HEADS_PER_STEP = 4
+
+
+class HeadChunkedAttention(Attention):
+    """segment_anything's ``Attention`` (same parameters, same result), computed a few heads at a time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
+        outputs = []
+        for start in range(0, b * self.num_heads, GLOBAL_ATTENTION_HEADS_PER_STEP):
+            part = slice(start, start + GLOBAL_ATTENTION_HEADS_PER_STEP)
+            attn = (q[part] * self.scale) @ k[part].transpose(-2, -1)
+            if self.use_rel_pos:
+                attn = add_decomposed_rel_pos(attn, q[part], self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
+            outputs.append(attn.softmax(dim=-1) @ v[part])
+        out = torch.cat(outputs).view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        return self.proj(out)
 
 
 class PatchEmbed(nn.Module):
@@ -63,6 +86,9 @@ class SAM2CLIPAdapter(nn.Module):
             )
             for i in range(config.depth)
         )
+        for block in self.blocks:
+            if block.window_size == 0:  # global attention over the whole grid
+                block.attn.__class__ = HeadChunkedAttention
         out = config.out_chans
         self.neck = nn.Sequential(
             nn.Conv2d(dim, out, kernel_size=1, bias=False),
