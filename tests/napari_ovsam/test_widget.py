@@ -275,9 +275,6 @@ def test_missing_weights_are_explained(viewer, widget, qtbot, tmp_path):
         assert "ovsam_demo.pt" in widget._status.text()
 
 
-@pytest.mark.skipif(
-    not os.environ.get("OVSAM_SCREENSHOTS"), reason="set OVSAM_SCREENSHOTS=1 to refresh docs/images"
-)
 def _object_boxes(image: np.ndarray, count: int) -> list[list[list[int]]]:
     """(row, col) corner boxes, 3 px margin, of the ``count`` largest bright objects of a 2D image."""
     from skimage.measure import label, regionprops
@@ -292,6 +289,9 @@ def _object_boxes(image: np.ndarray, count: int) -> list[list[list[int]]]:
     ]
 
 
+@pytest.mark.skipif(
+    not os.environ.get("OVSAM_SCREENSHOTS"), reason="set OVSAM_SCREENSHOTS=1 to refresh docs/images"
+)
 def test_screenshots(viewer, widget, qtbot):
     """docs/images/widget_2d.png and widget_stack.png: the widget in use on the sample data."""
     weights = Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.pt"
