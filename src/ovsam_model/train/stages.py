@@ -51,7 +51,7 @@ def _sam2clip_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
     return Stage(dataset, lambda m, b: sam2clip_loss(m, teacher, b, cache), save, extra=teacher)
 
 
-def _base_classes(args: argparse.Namespace, dataset) -> set[str] | None:
+def _base_classes(args: argparse.Namespace) -> set[str] | None:
     if args.base_classes is None:
         return None
     if args.base_classes == "ovcoco":
@@ -59,9 +59,10 @@ def _base_classes(args: argparse.Namespace, dataset) -> set[str] | None:
 
         return set(OVCOCO_BASE)
     if args.base_classes == "lvis":
+        from ..data.coco import read_coco_json
         from ..data.splits import lvis_split
 
-        return set(lvis_split(dataset.categories)[0])
+        return set(lvis_split(read_coco_json(args.train_ann)["categories"])[0])
     raise ValueError(f"Unknown --base-classes '{args.base_classes}'; use ovcoco or lvis.")
 
 
@@ -74,8 +75,7 @@ def _clip2sam_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
     if not args.train_ann:
         raise ValueError(f"--stage {args.stage} needs --train-ann (a COCO/LVIS instance JSON).")
     size = model.config.image_size
-    probe = CocoInstanceDataset(args.train_ann, args.train_images, image_size=size, train=False)
-    base = _base_classes(args, probe)
+    base = _base_classes(args)  # read before the dataset, which drops the novel instances while loading
     dataset = CocoInstanceDataset(
         args.train_ann,
         args.train_images,
