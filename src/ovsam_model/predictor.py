@@ -18,9 +18,12 @@ from .image import to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
 from .prompts import PromptSet, normalize_prompts
 
-# Prompts decoded per chunk: bounds memory (the image embedding is repeated per prompt in the decoder and
-# full-resolution masks are computed per chunk) without costing speed.
-DEFAULT_CHUNK_SIZE = 64
+# Prompts decoded per chunk: bounds memory (SAM's decoder repeats the image embedding per prompt and
+# upsamples each prompt's features to 4x the grid) without costing speed.
+DEFAULT_CHUNK_SIZE = 16
+# Masks brought to the original size per step: each is a float image at the padded model size and one at the
+# original size before it becomes bool, so few at a time.
+UPSCALE_CHUNK_SIZE = 4
 # Half side (input-frame pixels) of the region used to name a point prompt whose mask came out empty.
 _EMPTY_MASK_HALF_BOX = 16.0
 
@@ -32,8 +35,9 @@ class Prediction:
     masks: bool (N, M, H, W) at the original image size; M = 3 with multimask output, else 1; sorted by
         predicted IoU, best first. iou: float32 (N, M). class_ids: int64 (N,) indices into the vocabulary;
         class_names: N names; scores: float32 (N,) probability of the named class; topk_ids / topk_scores:
-        (N, k) best classes and their probabilities; topk_names: N lists of k names; low_res_logits: float32
-        (N, M, 4g, 4g) mask logits in the padded model-input frame (g = embedding grid).
+        (N, k) best classes and their probabilities; topk_names: N lists of k names; low_res_logits: float16
+        (N, M, 4g, 4g) mask logits in the padded model-input frame (g = embedding grid; float16 halves what
+        thousands of prompts hold, and the masks are thresholded from the float32 logits before rounding).
     """
 
     masks: np.ndarray
@@ -191,8 +195,27 @@ class OVSAMPredictor:
         assert self.original_size is not None and self.input_size is not None
         prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
         torch_prompts = prompts.to_input_frame(self.original_size, self.input_size, self.device)
-        result = self.predict_torch(features, torch_prompts, multimask_output=multimask_output)
-        masks = self._full_size_masks(result.low_res_logits)
+        # Chunk by chunk, so that only the bool masks and a float16 copy of the low-resolution logits are
+        # kept for all prompts (1,000 prompts on a 1024x768 image: 0.73 GiB + 0.12 GiB).
+        masks: np.ndarray | None = None
+        logits, ious, probs = [], [], []
+        done = 0
+        for chunk in torch_prompts.chunks(self.chunk_size):
+            part = self.predict_torch(features, chunk, multimask_output=multimask_output)
+            if masks is None:
+                masks = np.empty((len(torch_prompts), part.iou.shape[1], *self.original_size), dtype=bool)
+            self._full_size_masks(part.low_res_logits, out=masks[done : done + len(chunk)])
+            logits.append(part.low_res_logits.to("cpu", torch.float16))
+            ious.append(part.iou)
+            probs.append(part.probabilities)
+            done += len(chunk)
+        if masks is None:  # no prompts (e.g. an empty (0, 4) array of detector boxes): an empty prediction
+            m = 3 if multimask_output and self.model.mask_decoder.num_multimask_outputs > 0 else 1
+            side = 4 * self.model.config.embedding_size
+            masks = np.zeros((0, m, *self.original_size), dtype=bool)
+            logits, ious = [torch.zeros(0, m, side, side, dtype=torch.float16)], [torch.zeros(0, m)]
+            probs = [torch.zeros(0, len(vocabulary) + 1)]
+        result = TorchPrediction(torch.cat(logits), torch.cat(ious), torch.cat(probs))
         return self._to_numpy(result, masks, vocabulary, top_k)
 
     @torch.no_grad()
@@ -237,15 +260,15 @@ class OVSAMPredictor:
             boxes = prompts.boxes
         return boxes
 
-    def _full_size_masks(self, low_res_logits: torch.Tensor) -> np.ndarray:
+    def _full_size_masks(self, low_res_logits: torch.Tensor, out: np.ndarray) -> None:
+        """Threshold [n, M, 4g, 4g] logits into ``out``, bool (n, M, H, W) at the original size."""
         assert self.original_size is not None and self.input_size is not None
         n, m = low_res_logits.shape[:2]
-        out = np.empty((n, m, *self.original_size), dtype=bool)
-        for start in range(0, n, self.chunk_size):
-            chunk = low_res_logits[start : start + self.chunk_size]
+        step = max(1, UPSCALE_CHUNK_SIZE // m)
+        for start in range(0, n, step):
+            chunk = low_res_logits[start : start + step]
             up = self.model.upscale_masks(chunk, self.input_size, self.original_size)
             out[start : start + len(chunk)] = (up > 0).cpu().numpy()
-        return out
 
     def _to_numpy(self, result: TorchPrediction, masks: np.ndarray, vocabulary, top_k: int) -> Prediction:
         foreground = result.probabilities[:, :-1]
@@ -262,7 +285,7 @@ class OVSAMPredictor:
             topk_ids=topk_ids_np,
             topk_scores=topk_scores.float().cpu().numpy(),
             topk_names=[[names[i] for i in row] for row in topk_ids_np],
-            low_res_logits=result.low_res_logits.float().cpu().numpy(),
+            low_res_logits=result.low_res_logits.cpu().numpy(),
         )
 
     def _require_image(self) -> ImageFeatures:

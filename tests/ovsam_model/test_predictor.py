@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ovsam_model.predictor import OVSAMPredictor
+from ovsam_model.prompts import NumpyPrompts
 from ovsam_model.vocabulary import Vocabulary
 
 
@@ -27,7 +28,7 @@ def test_non_square_16bit_round_trip_at_original_size(tiny_predictor, image16):
     assert result.topk_ids.shape == (2, 2) and (result.topk_ids[:, 0] == result.class_ids).all()
     assert (np.diff(result.topk_scores, axis=1) <= 0).all()
     assert ((result.scores > 0) & (result.scores <= 1)).all()
-    assert result.low_res_logits.shape == (2, 3, 32, 32)
+    assert result.low_res_logits.shape == (2, 3, 32, 32) and result.low_res_logits.dtype == np.float16
 
 
 @pytest.mark.parametrize(
@@ -81,6 +82,31 @@ def test_chunked_decoding_equals_one_chunk(tiny_model, image16):
         results.append(predictor.predict(boxes=boxes))
     np.testing.assert_array_equal(results[0].masks, results[1].masks)
     np.testing.assert_allclose(results[0].scores, results[1].scores, rtol=1e-5)
+
+
+def test_masks_come_from_the_float32_logits_of_the_torch_path(tiny_model, tiny_predictor, image16):
+    tiny_predictor.set_image(image16)
+    boxes = np.array([[40, 30, 80, 60], [5, 5, 50, 70], [0, 0, 149, 89]], np.float32)
+    result = tiny_predictor.predict(boxes=boxes, multimask_output=True)
+    prompts = NumpyPrompts(None, None, boxes).to_input_frame(
+        tiny_predictor.original_size, tiny_predictor.input_size, tiny_model.device
+    )
+    torch_result = tiny_predictor.predict_torch(tiny_predictor.features, prompts, multimask_output=True)
+    full = tiny_model.upscale_masks(
+        torch_result.low_res_logits, tiny_predictor.input_size, tiny_predictor.original_size
+    )
+    np.testing.assert_array_equal(result.masks, (full > 0).numpy())
+    np.testing.assert_allclose(
+        result.low_res_logits, torch_result.low_res_logits.numpy(), rtol=1e-3, atol=1e-3
+    )
+
+
+def test_no_prompts_give_an_empty_prediction(tiny_predictor, image16):
+    tiny_predictor.set_image(image16)
+    for multimask, m in ((False, 1), (True, 3)):
+        result = tiny_predictor.predict(boxes=np.zeros((0, 4)), multimask_output=multimask)
+        assert len(result) == 0 and result.class_names == [] and result.topk_names == []
+        assert result.masks.shape == (0, m, 90, 150) and result.iou.shape == (0, m)
 
 
 def test_vocabulary_change_renames_with_the_same_masks(tiny_predictor, image16):
