@@ -29,7 +29,7 @@ class ClipConfig:
 
 @dataclass
 class AdapterConfig:
-    """SAM2CLIP: multi-scale CLIP features -> SAM-style image embedding at stride 16."""
+    """SAM2CLIP: multi-scale CLIP features -> SAM-style image embedding at stride 16 (or 8)."""
 
     embed_dim: int = 1280  # width of the SAM ViT blocks
     depth: int = 5
@@ -38,6 +38,9 @@ class AdapterConfig:
     window_size: int = 14  # window attention size for non-global blocks
     global_attn_indexes: tuple[int, ...] = (4,)
     out_chans: int = 256  # = prompt embedding dim of the decoder
+    # Embedding stride: 16 as in SAM; 8 doubles the grid (and the decoder's 4x-upsampled masks) for models
+    # at small input sizes whose objects are a few embedding cells wide (the demo model).
+    stride: int = 16
 
 
 @dataclass
@@ -91,8 +94,8 @@ class OVSAMConfig:
 
     @property
     def embedding_size(self) -> int:
-        """Side of the image embedding grid (stride 16)."""
-        return self.image_size // 16
+        """Side of the image embedding grid (``image_size / adapter.stride``)."""
+        return self.image_size // self.adapter.stride
 
     @property
     def embed_dim(self) -> int:

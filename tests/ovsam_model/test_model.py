@@ -17,6 +17,7 @@ from ovsam_model.modeling.clip2sam import (
     masks_to_boxes,
     multilevel_roi_align,
 )
+from ovsam_model.train.sam2clip import build_teacher
 
 
 def test_all_variants_are_listed_and_parse():
@@ -62,6 +63,24 @@ def test_feature_and_decoder_shapes(tiny_model):
     assert decoded.low_res_logits.shape == (4, 1, 4 * g, 4 * g)
     with pytest.raises(ValueError, match="one image"):
         tiny_model.decode(features, boxes=torch.tensor([[5.0, 5.0, 60.0, 40.0]]))
+
+
+def test_stride_8_adapter_doubles_the_grid_and_the_masks():
+    config = load_config("tiny")
+    config.adapter.stride = 8
+    torch.manual_seed(0)
+    model = build_ovsam(config, device="cpu")
+    g = config.embedding_size
+    assert g == config.image_size // 8
+    features = model.encode_image(torch.rand(1, 3, 128, 96) * 255)
+    assert features.embedding.shape[-2:] == (g, g)
+    decoded = model.decode(features, boxes=torch.tensor([[5.0, 5.0, 60.0, 40.0]]), multimask_output=True)
+    assert decoded.low_res_logits.shape == (1, 3, 4 * g, 4 * g)
+    with pytest.raises(ValueError, match="stride-16 embeddings.*--stage end2end"):
+        build_teacher("tiny", model)  # SAM's encoders cannot teach a stride-8 adapter
+    config.adapter.stride = 4
+    with pytest.raises(ValueError, match="stride 4 is not supported"):
+        build_ovsam(config, device="cpu")
 
 
 def test_clip_trunk_and_text_tower_are_frozen(tiny_model):

@@ -14,8 +14,11 @@ from torch import nn
 
 from ..config import AdapterConfig
 
-# (kind, kernel) that brings stride 4/8/16/32 features to stride 16.
-_LEVEL_PROJECTIONS = (("conv", 4), ("conv", 2), ("conv", 1), ("deconv", 2))
+# Per embedding stride: (kind, kernel) that brings the stride 4/8/16/32 features to it.
+_LEVEL_PROJECTIONS = {
+    16: (("conv", 4), ("conv", 2), ("conv", 1), ("deconv", 2)),
+    8: (("conv", 2), ("conv", 1), ("deconv", 2), ("deconv", 4)),
+}
 
 
 # Heads per step in global-attention blocks: a 64x64 grid has 4,096 tokens, so all 16 heads at once would
@@ -42,7 +45,8 @@ class HeadChunkedAttention(Attention):
 
 
 class PatchEmbed(nn.Module):
-    """One level's projection to the adapter width at stride 16 (``projection`` keeps the released name)."""
+    """One level's projection to the adapter width at the embedding stride (``projection`` keeps the released
+    name)."""
 
     def __init__(self, in_chans: int, embed_dim: int, kind: str, kernel: int) -> None:
         super().__init__()
@@ -56,7 +60,7 @@ class PatchEmbed(nn.Module):
 class SAM2CLIPAdapter(nn.Module):
     pos_embed: torch.Tensor
 
-    """[C2, C3, C4, C5] -> image embedding [B, out_chans, S/16, S/16] for the SAM mask decoder.
+    """[C2, C3, C4, C5] -> image embedding [B, out_chans, S/stride, S/stride] for the SAM mask decoder.
 
     Sum over levels of (patch embedding + learned level embedding), plus SAM's absolute position embedding
     (a buffer: copied from a SAM image encoder, never trained), then SAM ViT blocks and SAM's neck.
@@ -64,9 +68,14 @@ class SAM2CLIPAdapter(nn.Module):
 
     def __init__(self, in_channels: tuple[int, ...], grid_size: int, config: AdapterConfig) -> None:
         super().__init__()
+        if config.stride not in _LEVEL_PROJECTIONS:
+            raise ValueError(
+                f"Adapter stride {config.stride} is not supported; use one of {sorted(_LEVEL_PROJECTIONS)}."
+            )
         dim = config.embed_dim
+        projections = _LEVEL_PROJECTIONS[config.stride]
         self.patch_embeds = nn.ModuleList(
-            PatchEmbed(c, dim, kind, k) for c, (kind, k) in zip(in_channels, _LEVEL_PROJECTIONS, strict=True)
+            PatchEmbed(c, dim, kind, k) for c, (kind, k) in zip(in_channels, projections, strict=True)
         )
         self.level_encoding = nn.Embedding(len(in_channels), dim)
         nn.init.normal_(self.level_encoding.weight)

@@ -29,6 +29,11 @@ def build_teacher(kind: str, model: OVSAM, sam_checkpoint: str | None = None) ->
     if kind not in SAM_TEACHERS:
         raise ValueError(f"Unknown teacher '{kind}'; choose one of {', '.join(SAM_TEACHERS)}.")
     config = model.config
+    if config.adapter.stride != 16:
+        raise ValueError(
+            f"SAM teachers give stride-16 embeddings; the student '{config.name}' has adapter stride "
+            f"{config.adapter.stride}. Train it with --stage end2end instead."
+        )
     encoder: Any
     if kind == "tiny":
         encoder = ImageEncoderViT(
