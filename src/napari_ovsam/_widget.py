@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer
 from qtpy.QtGui import QKeySequence
@@ -57,6 +58,8 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         _panels.build(self)
         self._slice_timer = QTimer(self, singleShot=True, interval=150, timeout=self._embed_current)
         self._live_timer = QTimer(self, singleShot=True, interval=0, timeout=self._live_segment)
+        self._live_key: tuple[Any, ...] | None = None  # the prompts of the live preview in self._results
+        self._live_running = False
         self._connect_controls()
         self._connect_viewer()
         self._on_preset()
@@ -223,9 +226,7 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
             _layers.find(self.viewer, _layers.POINTS), _layers.find(self.viewer, _layers.BOXES)
         )
         self._results = None
-        preview = _layers.find(self.viewer, _layers.PREVIEW)
-        if preview is not None:
-            preview.data = preview.data * 0
+        _layers.clear_preview(self.viewer)
 
     def toggle_points(self) -> None:
         """Flip the selected points between positive and negative (or the mode of the next point)."""
@@ -239,19 +240,49 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         self._on_prompts_changed()
 
     def _on_prompts_changed(self, event: Any = None) -> None:
+        """A prompt layer changed: in live mode, segment at once, inside the layer's event, so that napari
+        draws the user's prompt and its preview in the same frame (a deferred call would wait for that
+        frame to be painted first)."""
         action = str(getattr(event, "action", "changed"))
-        if action in COMPLETE_ACTIONS:
-            self._results = None
-            self._schedule_live()
+        if action not in COMPLETE_ACTIONS:
+            return
+        live = self._live.isChecked() and not self._jobs.closed
+        if live and event is not None and self._results is not None and self._live_key == self._prompts_key():
+            return  # napari sends a data and a features event for one edit: the same prompts
+        self._results = None
+        self._live_key = None
+        if live and not self._live_running:
+            self._live_running = True
+            try:
+                self._live_segment()
+            finally:
+                self._live_running = False
+
+    def _prompts_key(self) -> tuple[Any, ...] | None:
+        """What the prompts are now (slice, points, signs, boxes), to recognise an event that changed nothing."""
+        points, boxes = _layers.find(self.viewer, _layers.POINTS), _layers.find(self.viewer, _layers.BOXES)
+        if points is None or boxes is None or self._image_layer is None:
+            return None
+        data, positive, vertices, types = _layers.prompt_arrays(points, boxes)
+        return (
+            self._current_slice(),
+            data.tobytes(),
+            positive.tobytes(),
+            tuple(np.asarray(v, float).tobytes() for v in vertices),
+            tuple(types),
+        )
 
     def _schedule_live(self) -> None:
+        """Segment again on the next turn of the event loop (after a model, vocabulary or setting change)."""
+        self._live_key = None
         if self._live.isChecked() and not self._jobs.closed:
             self._live_timer.start()
 
     def _live_segment(self) -> None:
         if self._jobs.closed or self._context() is None:
             return
-        self.segment()
+        if self.segment() is not None:
+            self._live_key = self._prompts_key()
 
     def _activate(self, points: Any) -> None:
         if not self._jobs.closed and points in self.viewer.layers:

@@ -124,6 +124,24 @@ def test_segment_commit_undo_rename_and_vocabulary(viewer, widget, qtbot):
     assert widget._table.rowCount() == 0
 
 
+def test_live_preview_runs_once_per_edit_inside_the_layer_event(viewer, widget, qtbot, monkeypatch):
+    add_sample(viewer, sample_2d)
+    load_tiny(qtbot, widget)
+    calls = []
+    segment = widget.session.segment
+    monkeypatch.setattr(widget.session, "segment", lambda *a, **k: calls.append(1) or segment(*a, **k))
+    prompt(viewer, box=[[150, 30], [220, 100]])  # no event-loop turn: the preview is there when add returns
+    assert len(calls) == 1 and widget._results is not None and len(widget._results) == 1
+    assert viewer.layers[_layers.PREVIEW].data.any()
+    prompt(viewer, point=[40, 100])
+    assert len(calls) == 2 and len(widget._results) == 2  # napari's data + features events: one decode
+    widget._group.setCurrentIndex((widget._group.currentIndex() + 1) % widget._group.count())
+    assert len(calls) == 3  # a new grouping rule, the same prompts: segmented again
+    widget._live.setChecked(False)
+    prompt(viewer, point=[60, 60])
+    assert len(calls) == 3 and widget._results is None  # not live: the old preview is out of date
+
+
 def test_keys_toggle_points_and_undo(viewer, widget, qtbot):
     from napari.utils.key_bindings import coerce_keybinding
 
