@@ -9,11 +9,13 @@ model's configuration and weights, :func:`content_hash` the slice's pixels, shap
 limits used to map it to the model's input. The same slice of the same file under the same model and contrast
 gives the same key in any session, so reopening a stack reuses the embeddings computed before.
 
-Disk layout (zarr v3 directory): ``<blake2b(fingerprint)>/<content hash>/`` is one entry, a group holding one
-array per state array (float16, one chunk each: embeddings are read whole; arrays whose values do not fit
-float16 are stored as float32) and attributes for the tuples. The ``complete`` attribute is written last, so
-an interrupted write leaves an entry that :meth:`EmbeddingCache.get` does not return and the next
-:meth:`EmbeddingCache.put` overwrites.
+Disk layout (zarr v3 directory, format version 2): ``<blake2b(fingerprint)>/<content hash>`` is one entry, a
+single 1D array of one chunk holding every state array flattened one after the other (float16, or float32
+when some value does not fit float16), with each array's name, shape, dtype and offset and the tuples in its
+attributes: reading an entry back is two file reads (its metadata and its chunk), not two per array. The
+``complete`` attribute is written last, so an interrupted write leaves an entry that
+:meth:`EmbeddingCache.get` does not return and the next :meth:`EmbeddingCache.put` overwrites. Entries in
+another layout (the version 1 group per entry) are not read: they are computed again and replaced.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ class EmbeddingCache:
 
         root = zarr.open_group(str(self.store_path), mode="a", zarr_format=3)
         if "format" not in root.attrs:
-            root.attrs.update({"format": "napari-ovsam embedding cache", "version": 1})
+            root.attrs.update({"format": "napari-ovsam embedding cache", "version": 2})
         return root
 
     # ------------------------------------------------------------------------------------------ mapping API
@@ -196,12 +198,14 @@ class EmbeddingCache:
         return f"{_fingerprint_dir(key[0])}/{key[1]}"
 
     def _entry(self, key: CacheKey) -> Any:
+        """The entry's packed array, or None (missing, or an entry of another layout)."""
         if self._root is None:
             return None
         try:
-            return self._root[self._entry_path(key)]
+            entry = self._root[self._entry_path(key)]
         except KeyError:
             return None
+        return entry if _is_array(entry) else None
 
     def _on_disk(self, key: CacheKey) -> bool:
         entry = self._entry(key)
@@ -209,12 +213,18 @@ class EmbeddingCache:
 
     def _read(self, key: CacheKey) -> State | None:
         entry = self._entry(key)
-        if entry is None or not entry.attrs.get("complete", False):
+        if entry is None:
             return None
         attrs = entry.attrs.asdict()
+        if not attrs.get("complete", False):
+            return None
+        packed = np.asarray(entry[...])
         state: State = {}
-        for name, dtype in attrs["arrays"].items():
-            state[name] = np.asarray(entry[name][...]).astype(dtype, copy=False)
+        for name, (dtype, shape, start) in attrs["arrays"].items():
+            size = int(np.prod(shape, dtype=np.int64))
+            state[name] = packed[start : start + size].reshape(shape).astype(dtype)
+        for name, (dtype, values) in attrs.get("small", {}).items():
+            state[name] = np.asarray(values, dtype=dtype)
         for name, value in attrs["tuples"].items():
             state[name] = tuple(value)
         state.update(attrs.get("scalars", {}))
@@ -224,19 +234,34 @@ class EmbeddingCache:
         folder = self._root.require_group(_fingerprint_dir(key[0]))
         if "fingerprint" not in folder.attrs:
             folder.attrs["fingerprint"] = key[0]
-        entry = folder.create_group(key[1], overwrite=True)  # drops a half-written entry
-        arrays, tuples, scalars = {}, {}, {}
+        arrays: dict[str, Any] = {}
+        tuples: dict[str, Any] = {}
+        scalars: dict[str, Any] = {}
+        parts, start = [], 0
+        small: dict[str, Any] = {}  # integer and bool arrays (not embeddings): exactly, as JSON
         for name, value in state.items():
-            if isinstance(value, np.ndarray):
-                stored = _storage_dtype(value)
-                array = entry.create_array(name, shape=value.shape, dtype=stored, chunks=value.shape or None)
-                array[...] = value.astype(stored, copy=False)
-                arrays[name] = value.dtype.str
+            if isinstance(value, np.ndarray) and value.dtype.kind not in "fc":
+                small[name] = [value.dtype.str, value.tolist()]
+            elif isinstance(value, np.ndarray):
+                arrays[name] = [value.dtype.str, list(value.shape), start]
+                parts.append(value.reshape(-1))
+                start += value.size
             elif isinstance(value, tuple):
                 tuples[name] = list(value)
             else:
                 scalars[name] = value
-        entry.attrs.update({"arrays": arrays, "tuples": tuples, "scalars": scalars})
+        stored = np.dtype(np.float16)
+        if any(_storage_dtype(part) != stored for part in parts):
+            stored = np.dtype(np.float32)
+        packed = (
+            np.concatenate([p.astype(stored, copy=False) for p in parts]) if parts else np.zeros(0, stored)
+        )
+        # overwrite: replaces a half-written entry, or one of another layout
+        entry = folder.create_array(
+            key[1], shape=packed.shape, dtype=stored, chunks=packed.shape, overwrite=True
+        )
+        entry[...] = packed
+        entry.attrs.update({"arrays": arrays, "small": small, "tuples": tuples, "scalars": scalars})
         entry.attrs["complete"] = True  # last: only now may another reader return this entry
 
     def _disk_keys(self) -> list[CacheKey]:
@@ -247,10 +272,16 @@ class EmbeddingCache:
             fingerprint = folder.attrs.get("fingerprint")
             if fingerprint is None:
                 continue
-            for name, entry in folder.groups():
+            for name, entry in folder.arrays():
                 if entry.attrs.get("complete", False):
                     keys.append((str(fingerprint), name))
         return keys
+
+
+def _is_array(node: Any) -> bool:
+    import zarr
+
+    return isinstance(node, zarr.Array)
 
 
 def _fingerprint_dir(fingerprint: str) -> str:
@@ -279,9 +310,9 @@ def _normalise(state: Mapping[str, Any]) -> State:
 
 
 def _storage_dtype(array: np.ndarray) -> np.dtype:
-    """float16 for float arrays whose values fit it, float32 for those that do not; others unchanged."""
+    """float16 for float arrays whose values fit it, float32 for the others."""
     if array.dtype.kind != "f":
-        return array.dtype
+        return np.dtype(np.float32)
     if array.size and float(np.abs(array).max()) > FLOAT16_MAX:
         return np.dtype(np.float32)
     return np.dtype(np.float16)

@@ -199,7 +199,8 @@ class AnnotationSession:
         image = self.read_slice(slice_index)
         key = make_key(setting[0], image, setting[2])
         with self._cache_lock:
-            cached = key in self.cache
+            # A hit on disk is read into memory here, in the worker, so the first prompt reads no file.
+            cached = self.cache.get(key) is not None
         if not cached:
             encoder.set_image(image, contrast_limits=setting[2])
             state = encoder.get_image_embedding()

@@ -120,19 +120,30 @@ def test_reopened_store_finds_entries(tmp_path):
     assert first.get(key(0)) is not None  # evicted from memory, read back from disk
 
 
-def test_arrays_are_float16_on_disk_and_one_chunk_each(tmp_path):
+def test_an_entry_is_one_float16_chunk_on_disk(tmp_path):
     import zarr
 
     cache = EmbeddingCache(store_path=tmp_path / "c.zarr")
-    big = fake_state(1)
-    big["clip_top"] = big["clip_top"] * 1e6  # beyond float16's range: kept as float32
-    cache.put(key(1), big)
+    state = fake_state(1)
+    state["steps"] = np.array([3, 2**40], np.int64)  # not an embedding: kept exactly
+    cache.put(key(1), state)
     root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
     [(_, folder)] = list(root.groups())
     entry = folder[key(1)[1]]
-    assert entry["embedding"].dtype == np.float16 and entry["embedding"].chunks == (32, 8, 8)
-    assert entry["clip_top"].dtype == np.float32
+    floats = sum(v.size for v in state.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
+    assert isinstance(entry, zarr.Array) and entry.dtype == np.float16
+    assert entry.shape == entry.chunks == (floats,)  # one chunk: one read
     assert folder.attrs["fingerprint"] == FP
+    reopened = EmbeddingCache(store_path=tmp_path / "c.zarr").get(key(1))
+    assert_states_close({k: v for k, v in reopened.items() if k != "steps"}, fake_state(1))
+    assert reopened["steps"].dtype == np.int64 and reopened["steps"].tolist() == [3, 2**40]
+
+
+def test_values_beyond_float16_are_stored_as_float32(tmp_path):
+    cache = EmbeddingCache(store_path=tmp_path / "c.zarr")
+    big = fake_state(1)
+    big["clip_top"] = big["clip_top"] * 1e6
+    cache.put(key(1), big)
     reopened = EmbeddingCache(store_path=tmp_path / "c.zarr").get(key(1))
     assert reopened["clip_top"].dtype == np.float32
     np.testing.assert_allclose(reopened["clip_top"], big["clip_top"], rtol=1e-6)
@@ -148,12 +159,28 @@ def test_interrupted_write_is_invisible_and_overwritten(tmp_path):
     [(_, folder)] = list(root.groups())
     entry = folder[key(5)[1]]
     del entry.attrs["complete"]  # as if the process died before the last step
-    entry["embedding"][...] = 0
+    entry[...] = 0
 
     reopened = EmbeddingCache(store_path=store)
     assert key(5) not in reopened and reopened.get(key(5)) is None and reopened.keys() == []
     reopened.put(key(5), fake_state(5))
     assert_states_close(EmbeddingCache(store_path=store).get(key(5)), fake_state(5))
+
+
+def test_entries_of_another_layout_are_computed_again(tmp_path):
+    import zarr
+
+    store = tmp_path / "c.zarr"
+    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
+    root = zarr.open_group(str(store), mode="a")
+    [(_, folder)] = list(root.groups())
+    old = folder.create_group(key(2)[1])  # a group per entry, as the first layout wrote them
+    old.create_array("embedding", shape=(2,), dtype=np.float16)
+    old.attrs["complete"] = True
+    cache = EmbeddingCache(store_path=store)
+    assert key(2) not in cache and cache.get(key(2)) is None and cache.keys() == [key(1)]
+    cache.put(key(2), fake_state(2))
+    assert_states_close(EmbeddingCache(store_path=store).get(key(2)), fake_state(2))
 
 
 def test_memory_only_cache_has_no_store(tmp_path):
