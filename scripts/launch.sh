@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The Qt binding the qt extra installs (an older checkout's .venv may also hold PyQt5, which qtpy would pick).
+export QT_API="${QT_API:-pyqt6}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] || [ "$(uname)" = "Darwin" ]; then
     exec .venv/bin/python -m napari_ovsam.launch "$@"

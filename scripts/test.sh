@@ -10,6 +10,8 @@ if ! command -v xvfb-run >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         libxcb-shape0 libxcb-cursor0 libegl1 libdbus-1-3 >/dev/null
 fi
 bash scripts/setup.sh
+# The Qt binding the qt extra installs (an older checkout's .venv may also hold PyQt5, which qtpy would pick).
+export QT_API="${QT_API:-pyqt6}"
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
