@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SliceIndex = tuple[int, ...]
+DEFAULT_HISTORY_BYTES = 1 << 30  # undo history budget per labels layer (a 4096x4096 commit is ~150 MB)
 AnchorKey = tuple[int, SliceIndex]  # (label id, slice index)
 Anchors = dict[AnchorKey, tuple[float, float]]
 
@@ -108,6 +109,11 @@ class CommitGroup:
         """Ids that painted pixels, in painting order."""
         return tuple(dict.fromkeys(i for r in self.records for i in r.label_ids))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its undo records hold (changed-pixel masks and old/new values)."""
+        return sum(r.changed.nbytes + r.old_values.nbytes + r.new_values.nbytes for r in self.records)
+
 
 class LabelsTarget:
     """A labels array with its features table, undo history and name anchors (see the module docstring).
@@ -115,12 +121,17 @@ class LabelsTarget:
     Args:
         labels: (..., H, W) integer array, written in place one slice's bounding box at a time.
         features: its features table, if it has one (coerced with ``labels.ensure_features``).
+        max_history_bytes: memory the undo history may hold; past it the oldest steps are forgotten (the last
+            one is always kept, whatever its size).
     """
 
-    def __init__(self, labels: Any, features: Any = None) -> None:
+    def __init__(
+        self, labels: Any, features: Any = None, *, max_history_bytes: int = DEFAULT_HISTORY_BYTES
+    ) -> None:
         self.labels = labels
         self.features: pd.DataFrame = ensure_features(features)
         self.history: list[CommitGroup] = []
+        self.max_history_bytes = max_history_bytes
         self.anchors: Anchors = {}
         self._max_id = int(labels.max()) if isinstance(labels, np.ndarray) and labels.size else 0
 
@@ -163,6 +174,9 @@ class LabelsTarget:
         self.features = add_feature_rows(self.features, group.new_rows)
         self._swap_anchors(add=group.anchors_added, remove=group.anchors_removed)
         self.history.append(group)
+        total = sum(g.nbytes for g in self.history)
+        while len(self.history) > 1 and total > self.max_history_bytes:
+            total -= self.history.pop(0).nbytes  # the oldest step can no longer be undone
 
     def undo(self) -> CommitGroup | None:
         """Undo the last group: pixels (later edits of them are kept), features rows, anchors."""

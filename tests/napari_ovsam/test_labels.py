@@ -220,3 +220,27 @@ def test_napari_labels_layer_maps_values_to_our_rows():
     layer.features = remove_feature_rows(layer.features, [7])
     assert layer._label_index == {3: 0}
     pd.testing.assert_frame_equal(ensure_features(layer.features), remove_feature_rows(features, [7]))
+
+
+def test_undo_history_keeps_within_its_byte_budget():
+    from napari_ovsam.annotations import LabelsTarget, ObjectResults
+
+    def square(r0):
+        masks = np.zeros((1, 100, 100), bool)
+        masks[0, r0 : r0 + 10, 10:20] = True
+        one = np.ones(1, np.float32)
+        return ObjectResults((), masks, ["a"], one, one, [["a"]], np.ones((1, 1)))
+
+    target = LabelsTarget(np.zeros((100, 100), np.uint32), max_history_bytes=10**9)
+    first = target.commit(square(0))
+    per_step = first.nbytes
+    assert per_step >= 100 * (4 + 4)  # 100 pixels: old and new uint32 values at least
+    target.max_history_bytes = 2 * per_step
+    for r0 in (20, 40, 60):
+        target.commit(square(r0))
+    assert len(target.history) == 2  # the two newest steps fit the budget
+    assert target.undo() is not None and target.undo() is not None and target.undo() is None
+    assert sorted(np.unique(target.labels)) == [0, 1, 2]  # the two oldest commits stay, no longer undoable
+    target.max_history_bytes = 0
+    target.commit(square(80))
+    assert len(target.history) == 1  # the last step is always kept
