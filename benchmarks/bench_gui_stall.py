@@ -52,14 +52,6 @@ class TickRecorder:
         return np.maximum(gaps - TICK_MS, 0.0)
 
 
-def sample_image(size: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    centres = rng.uniform(0, size, (12, 2))
-    blobs = sum(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 25) ** 2)) for cy, cx in centres)
-    return (2000 * blobs + rng.normal(300, 30, (size, size))).clip(0, 65535).astype(np.uint16)
-
-
 def handed_over_model(name: str) -> tuple[Any, Any, Any, str]:
     """What the widget's Load job returns: (predictor, vocabulary, text embeddings, fingerprint)."""
     import torch
@@ -94,7 +86,7 @@ def main(argv: list[str] | None = None) -> float:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from common import machine
+    from common import blob_image, machine
     from napari_ovsam._widget import OVSAMWidget
 
     print(f"machine: {machine()}")
@@ -110,7 +102,7 @@ def main(argv: list[str] | None = None) -> float:
     for repeat in range(args.repeats):
         end = time.perf_counter() + 3.0
         idle_all.append(recorder.record(app, lambda end=end: time.perf_counter() > end, args.timeout))
-        layer = viewer.add_image(sample_image(args.size) + repeat, name=f"cells {repeat}")
+        layer = viewer.add_image(blob_image(args.size, offset=repeat), name=f"cells {repeat}")
         app.processEvents()
         start = time.perf_counter()
         widget._image.setCurrentText(

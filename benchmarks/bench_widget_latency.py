@@ -71,26 +71,18 @@ def random_boxes(rng: np.random.Generator, size: int, n: int) -> list[Box]:
     return [tuple(float(v) for v in b) for b in np.stack([x0, y0, x0 + sides[:, 0], y0 + sides[:, 1]], 1)]
 
 
-def sample_image(size: int) -> np.ndarray:
-    """A (size, size) uint16 image of Gaussian blobs on a noisy background."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    centres = rng.uniform(0, size, (12, 2))
-    blobs = sum(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 25) ** 2)) for cy, cx in centres)
-    return (2000 * blobs + rng.normal(300, 30, (size, size))).clip(0, 65535).astype(np.uint16)
-
-
 def setup(model: str, size: int, timeout: float) -> tuple[Any, Any, Any]:
-    """A hidden viewer with an image, the docked widget, the model loaded and the image embedded."""
+    """A shown viewer with an image, the docked widget, the model loaded and the image embedded."""
     import napari
     import torch
     from qtpy.QtWidgets import QApplication
 
+    from common import blob_image
     from napari_ovsam._widget import OVSAMWidget
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
-    viewer.add_image(sample_image(size), name="cells")
+    viewer.add_image(blob_image(size), name="cells")
     widget = OVSAMWidget(viewer)
     viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
     torch.manual_seed(0)  # the tiny model's random weights, reproducibly

@@ -58,3 +58,14 @@ def random_sam(kind: str = "vit_h"):
 
     torch.manual_seed(0)
     return sam_model_registry[kind](checkpoint=None).eval()
+
+
+def blob_image(size: int, offset: int = 0):
+    """A (size, size) uint16 image of Gaussian blobs on a noisy background (``offset`` makes another image)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    centres = rng.uniform(0, size, (12, 2))
+    blobs = sum(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 25) ** 2)) for cy, cx in centres)
+    return (2000 * blobs + rng.normal(300, 30, (size, size)) + offset).clip(0, 65535).astype(np.uint16)
