@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .image import to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
+from .postprocess import clip_masks_to_boxes, keep_prompted_components
 from .prompts import PromptSet, normalize_prompts
 
 # Prompts decoded per chunk: bounds memory (SAM's decoder repeats the image embedding per prompt and
@@ -64,11 +65,19 @@ class TorchPrediction:
 
 
 class OVSAMPredictor:
-    """Segment-and-name predictor in the spirit of ``segment_anything.SamPredictor``."""
+    """Segment-and-name predictor in the spirit of ``segment_anything.SamPredictor``.
 
-    def __init__(self, model: OVSAM, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    clean_masks (default True): a click-only prompt keeps the connected parts of its mask that hold a positive
+    point, and is named from that; a box prompt's mask is clipped to the box (see ``ovsam_model.postprocess``).
+    False gives the decoder's masks as they are.
+    """
+
+    def __init__(
+        self, model: OVSAM, *, chunk_size: int = DEFAULT_CHUNK_SIZE, clean_masks: bool = True
+    ) -> None:
         self.model = model
         self.chunk_size = chunk_size
+        self.clean_masks = clean_masks
         self.features: ImageFeatures | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
@@ -205,6 +214,8 @@ class OVSAMPredictor:
             if masks is None:
                 masks = np.empty((len(torch_prompts), part.iou.shape[1], *self.original_size), dtype=bool)
             self._full_size_masks(part.low_res_logits, out=masks[done : done + len(chunk)])
+            if self.clean_masks and prompts.boxes is not None:
+                clip_masks_to_boxes(masks[done : done + len(chunk)], prompts.boxes[done : done + len(chunk)])
             logits.append(part.low_res_logits.to("cpu", torch.float16))
             ious.append(part.iou)
             probs.append(part.probabilities)
@@ -238,6 +249,11 @@ class OVSAMPredictor:
             low_res = decoded.low_res_logits.gather(
                 1, order[:, :, None, None].expand_as(decoded.low_res_logits)
             )
+            if self.clean_masks and chunk.boxes is None and chunk.points is not None:
+                assert chunk.point_labels is not None
+                low_res = keep_prompted_components(
+                    low_res, chunk.points, chunk.point_labels, self.model.config.image_size
+                )
             rois, valid = self.model.region_rois(low_res[:, 0], fallback_boxes=self._fallback_boxes(chunk))
             if chunk.boxes is not None and self.model.config.head.name_box_prompts_by_box:
                 rois = chunk.boxes

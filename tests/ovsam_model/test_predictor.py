@@ -85,6 +85,7 @@ def test_chunked_decoding_equals_one_chunk(tiny_model, image16):
 
 
 def test_masks_come_from_the_float32_logits_of_the_torch_path(tiny_model, tiny_predictor, image16):
+    tiny_predictor.clean_masks = False  # the decoder's masks as they are (clipping is tested below)
     tiny_predictor.set_image(image16)
     boxes = np.array([[40, 30, 80, 60], [5, 5, 50, 70], [0, 0, 149, 89]], np.float32)
     result = tiny_predictor.predict(boxes=boxes, multimask_output=True)
@@ -99,6 +100,20 @@ def test_masks_come_from_the_float32_logits_of_the_torch_path(tiny_model, tiny_p
     np.testing.assert_allclose(
         result.low_res_logits, torch_result.low_res_logits.numpy(), rtol=1e-3, atol=1e-3
     )
+
+
+def test_clean_masks_stay_in_their_box_and_can_be_switched_off(tiny_model, image16):
+    boxes = np.array([[40, 30, 80, 60], [5, 5, 50, 70]], np.float32)
+    results = {}
+    for clean in (True, False):
+        predictor = OVSAMPredictor(tiny_model, clean_masks=clean)
+        predictor.set_vocabulary(["a", "b"])
+        predictor.set_image(image16)
+        results[clean] = predictor.predict(boxes=boxes)
+    inside = np.zeros((2, 90, 150), bool)
+    inside[0, 30:61, 40:81] = inside[1, 5:71, 5:51] = True
+    assert not (results[True].masks[:, 0] & ~inside).any()
+    np.testing.assert_array_equal(results[True].masks[:, 0], results[False].masks[:, 0] & inside)
 
 
 def test_no_prompts_give_an_empty_prediction(tiny_predictor, image16):
