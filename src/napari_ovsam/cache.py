@@ -33,6 +33,7 @@ import numpy as np
 CacheKey = tuple[str, str]
 State = dict[str, Any]
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+DEFAULT_MEMORY_BYTES = 1 << 30
 _SAMPLE_BYTES = 2**16  # per sampled chunk of a large weight tensor
 _SAMPLES = 16
 
@@ -110,12 +111,16 @@ class EmbeddingCache:
         max_items: states kept in memory (least recently used evicted first).
         store_path: a ``.zarr`` directory (created if missing); None keeps the cache in memory only. Several
             caches (and processes) may open the same store: each finds the entries the others completed.
-        max_bytes: optional memory budget for the in-memory states (a state of the RN50x16 model is ~100 MB,
-            mostly its stride-4 FPN level).
+        max_bytes: memory budget of the in-memory states (default 1 GiB; a state of the RN50x16 model is
+            ~100 MB, mostly its stride-4 FPN level); None for no budget beyond ``max_items``.
     """
 
     def __init__(
-        self, max_items: int = 16, store_path: str | Path | None = None, *, max_bytes: int | None = None
+        self,
+        max_items: int = 16,
+        store_path: str | Path | None = None,
+        *,
+        max_bytes: int | None = DEFAULT_MEMORY_BYTES,
     ) -> None:
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}.")

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from napari_ovsam.cache import EmbeddingCache, content_hash, make_key, model_fingerprint, state_nbytes
+from napari_ovsam.cache import (
+    DEFAULT_MEMORY_BYTES,
+    EmbeddingCache,
+    content_hash,
+    make_key,
+    model_fingerprint,
+    state_nbytes,
+)
 
 FP = "tiny-0123"
 
@@ -101,6 +108,11 @@ def test_memory_budget_in_bytes():
     for i in range(4):
         cache.put(key(i), fake_state(i))
     assert cache.memory_keys == [key(2), key(3)]
+    default = EmbeddingCache(max_items=100)  # bounded in bytes by default, not only in items
+    third = np.broadcast_to(np.float32(0), (DEFAULT_MEMORY_BYTES // 4 // 3 + 1,))  # a third, no allocation
+    for i in range(4):
+        default.put(key(i), {"embedding": third})
+    assert default.memory_keys == [key(2), key(3)]
 
 
 # ------------------------------------------------------------------------------------------------ disk
