@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="OV-SAM without the frozen-CLIP score fusion (the trained head alone)",
     )
     model.add_argument(
+        "--raw-masks",
+        action="store_true",
+        help="OV-SAM's masks as the decoder gives them (no clean-up by the prompts; see ovsam_model.postprocess)",
+    )
+    model.add_argument(
         "--baseline", choices=BASELINES, default=None, help="evaluate a SAM + CLIP baseline instead of OV-SAM"
     )
     model.add_argument(
@@ -238,7 +243,7 @@ def ovsam_predictor(args: argparse.Namespace):
     )
     if args.no_fusion:
         model.config.fusion.enabled = False
-    return OVSAMPredictor(model)
+    return OVSAMPredictor(model, clean_masks=not args.raw_masks)
 
 
 def baseline_predictor(args: argparse.Namespace, kind: str):
@@ -256,7 +261,12 @@ def baseline_predictor(args: argparse.Namespace, kind: str):
 
 def describe(args: argparse.Namespace, key: str) -> dict[str, Any]:
     if key == "ovsam":
-        return {"method": "OV-SAM", "model": str(args.model), "fusion": not args.no_fusion}
+        return {
+            "method": "OV-SAM",
+            "model": str(args.model),
+            "fusion": not args.no_fusion,
+            "clean_masks": not args.raw_masks,
+        }
     return {
         "method": key.replace("_", "-") + " baseline",
         "sam": args.sam,
