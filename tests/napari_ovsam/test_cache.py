@@ -145,6 +145,9 @@ def test_an_entry_is_one_float16_chunk_on_disk(tmp_path):
     floats = sum(v.size for v in state.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
     assert isinstance(entry, zarr.Array) and entry.dtype == np.float16
     assert entry.shape == entry.chunks == (floats,)  # one chunk: one read
+    direct = EmbeddingCache(store_path=tmp_path / "c.zarr")._read_local(key(1))
+    assert direct is not None and direct[0]["complete"]  # read as two plain files, no zarr call
+    np.testing.assert_array_equal(direct[1], np.asarray(entry[...]))  # the same values zarr reads
     assert folder.attrs["fingerprint"] == FP
     reopened = EmbeddingCache(store_path=tmp_path / "c.zarr").get(key(1))
     assert_states_close({k: v for k, v in reopened.items() if k != "steps"}, fake_state(1))
