@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="ovsam_rn50x16", help="OV-SAM config (random weights)")
     p.add_argument("--prompts", type=int, default=1000, help="box prompts on one image")
-    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK_SIZE, help="prompts per decoder chunk")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK_SIZE["cpu"], help="prompts per decoder chunk")
     p.add_argument(
         "--unchunked-prompts",
         type=int,
