@@ -12,6 +12,7 @@ undoes brush strokes made after the last commit (napari's painting undo), then c
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +61,7 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         self._live_timer = QTimer(self, singleShot=True, interval=0, timeout=self._live_segment)
         self._live_key: tuple[Any, ...] | None = None  # the prompts of the live preview in self._results
         self._live_running = False
+        self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()  # prompt layers with our events and keys
         self._connect_controls()
         self._connect_viewer()
         self._on_preset()
@@ -294,10 +296,15 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         with _layers.keep_selection(self.viewer):
             points, boxes = _layers.ensure_prompt_layers(self.viewer, self._image_layer)
         for layer in (points, boxes):
-            self._hook_prompt_layer(layer)
+            if layer not in self._hooked:  # once per layer: hooking costs more than a small model's decode
+                self._hook_prompt_layer(layer)
         return points, boxes
 
     def _hook_prompt_layer(self, layer: Any, *, connect: bool = True) -> None:
+        if connect:
+            self._hooked.add(layer)
+        else:
+            self._hooked.discard(layer)
         for emitter in (layer.events.data, getattr(layer.events, "features", None)):
             if emitter is not None:
                 emitter.disconnect(self._on_prompts_changed)
