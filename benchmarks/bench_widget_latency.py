@@ -110,7 +110,7 @@ class Probe:
         widget.session.segment = self._timed(widget.session.segment, "session")
         self._layers, self._show = _layers, _layers.show_preview
         _layers.show_preview = self._timed(self._show, "preview")
-        boxes.events.data.connect(self._on_data)
+        boxes.events.data.connect(self._on_data, position="first")  # before the widget handles it
 
     def _on_data(self, event: Any) -> None:
         if str(getattr(event, "action", "")) == "changed":  # the event the widget's live path listens to
