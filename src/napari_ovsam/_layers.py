@@ -48,9 +48,14 @@ def geometry(image: Image) -> dict[str, Any]:
     return {"scale": tuple(image.scale), "translate": tuple(image.translate)}
 
 
+def _full_shape(image: Image) -> tuple[int, ...]:
+    """The shape of the image's data at full resolution (level 0 of a multiscale image)."""
+    return tuple(image.data[0].shape if image.multiscale else image.data.shape)
+
+
 def slice_of(viewer: napari.Viewer, image: Image) -> tuple[int, ...]:
     """The leading indices of the image slice in view (``()`` for a 2D image)."""
-    shape = image.data[0].shape if image.multiscale else image.data.shape
+    shape = _full_shape(image)
     return current_slice(
         viewer.dims.point, image.ndim + int(image.rgb), image.rgb,
         scale=image.scale, translate=image.translate, shape=shape,
@@ -106,9 +111,7 @@ def ensure_prompt_layers(viewer: napari.Viewer, image: Image) -> tuple[Points, S
 
 
 def _pixels(image: Image) -> float:
-    shape = image.data[0].shape if image.multiscale else image.data.shape
-    spatial = shape[-3:-1] if image.rgb else shape[-2:]
-    return float(max(spatial))
+    return float(max(_spatial_shape(image)))
 
 
 def prompt_arrays(
@@ -223,11 +226,12 @@ def _update_preview(layer: Labels, results: ObjectResults | None) -> None:
     r0, r1 = min(b[0] for b in boxes), max(b[1] for b in boxes)
     c0, c1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
     lead = layer.data.ndim - 2
-    new = np.zeros((r1 - r0, c1 - c0), layer.data.dtype)
+    window = (slice(r0, r1), slice(c0, c1))
     if results is not None:
-        for i in range(len(results.masks) - 1, -1, -1):  # the first object on top, as in label_image()
-            new[results.masks[i, r0:r1, c0:c1]] = i + 1
-    region = (0,) * lead + (slice(r0, r1), slice(c0, c1))
+        new = results.label_image(window, layer.data.dtype)
+    else:
+        new = np.zeros((r1 - r0, c1 - c0), layer.data.dtype)
+    region = (0,) * lead + window
     rows, cols = np.nonzero(layer.data[region] != new)
     if not rows.size:
         return
@@ -243,7 +247,7 @@ def _update_preview(layer: Labels, results: ObjectResults | None) -> None:
 
 
 def _spatial_shape(image: Image) -> tuple[int, int]:
-    shape = image.data[0].shape if image.multiscale else image.data.shape
+    shape = _full_shape(image)
     spatial = shape[-3:-1] if image.rgb else shape[-2:]
     return int(spatial[0]), int(spatial[1])
 
@@ -287,7 +291,7 @@ def labels_layer_for(viewer: napari.Viewer, image: Image) -> Labels | None:
 
 
 def _labels_shape(image: Image) -> tuple[int, ...]:
-    shape = image.data[0].shape if image.multiscale else image.data.shape
+    shape = _full_shape(image)
     return tuple(int(s) for s in (shape[:-1] if image.rgb else shape))
 
 

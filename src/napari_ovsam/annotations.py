@@ -73,12 +73,13 @@ class ObjectResults:
             )
         ]
 
-    def label_image(self) -> np.ndarray:
-        """(H, W) uint32 preview: object i painted with i + 1, the first object on top of later ones."""
-        height, width = self.masks.shape[-2:]
-        image = np.zeros((height, width), dtype=np.uint32)
-        for i in range(len(self.masks) - 1, -1, -1):
-            image[self.masks[i]] = i + 1
+    def label_image(self, region: tuple[slice, slice] | None = None, dtype: Any = np.uint32) -> np.ndarray:
+        """(H, W) preview (or its (rows, cols) ``region``): object i painted with i + 1, the first object on top
+        of later ones."""
+        masks = self.masks if region is None else self.masks[(slice(None), *region)]
+        image = np.zeros(masks.shape[-2:], dtype=dtype)
+        for i in range(len(masks) - 1, -1, -1):
+            image[masks[i]] = i + 1
         return image
 
     @classmethod
