@@ -215,29 +215,31 @@ class EmbeddingCache:
             return None
         return entry if _is_array(entry) else None
 
+    def _meta(self, key: CacheKey) -> dict[str, Any] | None:
+        """The ``zarr.json`` of a complete array entry, read as a plain file (no zarr call), else None."""
+        if self.store_path is None:
+            return None
+        try:
+            meta = json.loads((self.store_path / self._entry_path(key) / "zarr.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        complete = meta.get("node_type") == "array" and meta.get("attributes", {}).get("complete", False)
+        return meta if complete else None
+
     def _on_disk(self, key: CacheKey) -> bool:
-        if self.store_path is not None:  # the entry's metadata file alone answers (no zarr call)
-            try:
-                meta = json.loads((self.store_path / self._entry_path(key) / "zarr.json").read_text("utf-8"))
-            except (OSError, ValueError):
-                return False
-            return meta.get("node_type") == "array" and bool(
-                meta.get("attributes", {}).get("complete", False)
-            )
-        return False
+        return self._meta(key) is not None
 
     def _read(self, key: CacheKey) -> State | None:
-        direct = self._read_local(key)
-        if direct is not None:
-            attrs, packed = direct
-        else:
+        meta = self._meta(key)
+        if meta is None:
+            return None
+        attrs = meta["attributes"]
+        packed = self._read_plain(key, meta)
+        if packed is None:  # stored with another encoding: zarr decodes it
             entry = self._entry(key)
             if entry is None:
                 return None
-            attrs = entry.attrs.asdict()
-            packed = np.asarray(entry[...]) if attrs.get("complete", False) else None
-        if not attrs.get("complete", False) or packed is None:
-            return None
+            packed = np.asarray(entry[...])
         state: State = {}
         for name, (dtype, shape, start) in attrs["arrays"].items():
             size = int(np.prod(shape, dtype=np.int64))
@@ -249,33 +251,28 @@ class EmbeddingCache:
         state.update(attrs.get("scalars", {}))
         return state
 
-    def _read_local(self, key: CacheKey) -> tuple[dict[str, Any], np.ndarray | None] | None:
-        """(attributes, packed values) of an entry read straight from a local store's files, or None where the
-        files are not the plain layout ``_write`` makes (then zarr reads it).
+    def _read_plain(self, key: CacheKey, meta: dict[str, Any]) -> np.ndarray | None:
+        """The packed values of an entry read straight from its chunk file, or None where the entry is not the
+        plain layout ``_write`` makes (then zarr reads it).
 
         An entry is a zarr v3 array with no compression and one chunk: its ``zarr.json`` and the raw
         little-endian bytes of chunk ``c/0``. Two plain file reads instead of zarr's asynchronous machinery,
         which costs about a millisecond per call, more than an embedding's read itself.
         """
-        if self.store_path is None:
+        assert self.store_path is not None
+        plain = (
+            meta.get("codecs") == [_RAW_CODEC]
+            and meta.get("chunk_key_encoding") == _CHUNK_KEYS
+            and meta["shape"] == meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+        )
+        if not plain:
             return None
-        folder = self.store_path / self._entry_path(key)
         try:
-            meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
-            attrs = meta.get("attributes", {})
-            if not attrs.get("complete", False):
-                return attrs, None
-            plain = meta.get("node_type") == "array" and meta.get("codecs") == [_RAW_CODEC]
-            if (
-                not plain
-                or meta.get("chunk_key_encoding") != _CHUNK_KEYS
-                or meta["shape"] != meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
-            ):
-                return None
-            packed = np.fromfile(folder / "c" / "0", dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
+            chunk = self.store_path / self._entry_path(key) / "c" / "0"
+            packed = np.fromfile(chunk, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return (attrs, packed) if packed.size == meta["shape"][0] else None
+        return packed if packed.size == meta["shape"][0] else None
 
     def _write(self, key: CacheKey, state: State) -> None:
         folder = self._root.require_group(_fingerprint_dir(key[0]))

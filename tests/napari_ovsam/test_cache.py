@@ -145,13 +145,33 @@ def test_an_entry_is_one_float16_chunk_on_disk(tmp_path):
     floats = sum(v.size for v in state.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
     assert isinstance(entry, zarr.Array) and entry.dtype == np.float16
     assert entry.shape == entry.chunks == (floats,)  # one chunk: one read
-    direct = EmbeddingCache(store_path=tmp_path / "c.zarr")._read_local(key(1))
-    assert direct is not None and direct[0]["complete"]  # read as two plain files, no zarr call
-    np.testing.assert_array_equal(direct[1], np.asarray(entry[...]))  # the same values zarr reads
+    reopened = EmbeddingCache(store_path=tmp_path / "c.zarr")
+    meta = reopened._meta(key(1))
+    assert meta is not None and meta["attributes"]["complete"]
+    direct = reopened._read_plain(key(1), meta)
+    assert direct is not None  # read as two plain files, no zarr call
+    np.testing.assert_array_equal(direct, np.asarray(entry[...]))  # the same values zarr reads
     assert folder.attrs["fingerprint"] == FP
     reopened = EmbeddingCache(store_path=tmp_path / "c.zarr").get(key(1))
     assert_states_close({k: v for k, v in reopened.items() if k != "steps"}, fake_state(1))
     assert reopened["steps"].dtype == np.int64 and reopened["steps"].tolist() == [3, 2**40]
+
+
+def test_an_entry_zarr_wrote_with_compression_is_read_through_zarr(tmp_path):
+    import zarr
+
+    store = tmp_path / "c.zarr"
+    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
+    [(_, folder)] = list(zarr.open_group(str(store), mode="a").groups())
+    plain = folder[key(1)[1]]
+    values, attrs = np.asarray(plain[...]), plain.attrs.asdict()
+    packed = folder.create_array(
+        key(1)[1], shape=values.shape, dtype=values.dtype, chunks=values.shape, overwrite=True
+    )  # zarr's default codecs compress
+    packed[...] = values
+    packed.attrs.update(attrs)
+    assert packed.metadata.to_dict()["codecs"] != plain.metadata.to_dict()["codecs"]
+    assert_states_close(EmbeddingCache(store_path=store).get(key(1)), fake_state(1))
 
 
 def test_values_beyond_float16_are_stored_as_float32(tmp_path):
