@@ -108,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of always from the GT box",
     )
     loss.add_argument(
+        "--roi-min-iou",
+        type=float,
+        default=0.5,
+        help="with --roi-from-prediction: least box IoU with the GT box for the predicted box to be used",
+    )
+    loss.add_argument(
+        "--roi-clean-clicks",
+        action="store_true",
+        help="with --roi-from-prediction: name a click from the parts of its mask that hold the click, as the "
+        "predictor does",
+    )
+    loss.add_argument(
         "--seen-only-classifier",
         action="store_true",
         help="mask unseen classes out of the training softmax (instead of negatives)",

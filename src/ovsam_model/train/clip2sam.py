@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from ..modeling.ovsam import OVSAM, ImageFeatures
+from ..postprocess import keep_prompted_components
 from .losses import classification_loss, mask_iou, mask_losses
 
 
@@ -21,9 +22,13 @@ class Clip2SamLossConfig:
     iou_weight: float = 1.0  # MSE of the IoU head (decoders that have one)
     background_weight: float = 0.1
     num_points: int = 12544
-    # Name prompts from the box of the predicted mask where it overlaps the GT box (box IoU >= 0.5), as at
-    # inference, instead of always from the GT box (the official recipe, a train/test mismatch).
+    # Name prompts from the box of the predicted mask where it overlaps the GT box (box IoU >= roi_min_iou),
+    # as at inference, instead of always from the GT box (the official recipe, a train/test mismatch).
     roi_from_prediction: bool = False
+    roi_min_iou: float = 0.5
+    # With roi_from_prediction: a click's box is that of the parts of its mask that hold the click, as the
+    # predictor names clicks (``postprocess.keep_prompted_components``).
+    roi_clean_clicks: bool = False
 
 
 def _pad_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -58,18 +63,28 @@ def _decode_losses(
     rows = torch.arange(n, device=logits.device)
     out = {"bce": bce.view(n, m)[rows, best], "dice": dice.view(n, m)[rows, best]}
     if cfg.roi_from_prediction:
-        out["pred_boxes"] = model.region_rois(logits.detach()[rows, best])[0]
+        chosen = logits.detach()[rows, best]
+        if cfg.roi_clean_clicks and not is_box:
+            size = model.config.image_size
+            chosen = keep_prompted_components(
+                chosen[:, None], prompt["points"], prompt["point_labels"], size
+            )[:, 0]
+        out["pred_boxes"] = model.region_rois(chosen)[0]
     if model.has_iou_head:
         actual = mask_iou(logits.detach(), targets)
         out["iou"] = F.mse_loss(decoded.iou, actual, reduction="none").mean(dim=1)
     return out
 
 
-def _training_rois(gt_boxes: torch.Tensor, predicted: torch.Tensor | None) -> torch.Tensor:
-    """GT boxes [n, 4] (the paper), or predicted-mask boxes where they agree with the GT (box IoU >= 0.5)."""
+def _training_rois(
+    gt_boxes: torch.Tensor, predicted: torch.Tensor | None, min_iou: float = 0.5
+) -> torch.Tensor:
+    """GT boxes [n, 4] (the paper), or predicted-mask boxes where they agree with the GT (box IoU >= min_iou;
+    an empty predicted mask never does)."""
     if predicted is None:
         return gt_boxes
-    agree = box_iou(predicted, gt_boxes).diagonal() >= 0.5
+    valid = predicted[:, 2] > predicted[:, 0]
+    agree = (box_iou(predicted, gt_boxes).diagonal() >= min_iou) & valid
     return torch.where(agree[:, None], predicted, gt_boxes)
 
 
@@ -102,7 +117,7 @@ def clip2sam_loss(
                 model, image_features, prompts, masks[targets], cfg, is_box=kind == "boxes"
             )
             gt_boxes = item["boxes"].to(device)[targets]
-            rois.append(_training_rois(gt_boxes, losses.pop("pred_boxes", None)))
+            rois.append(_training_rois(gt_boxes, losses.pop("pred_boxes", None), cfg.roi_min_iou))
             for key, value in losses.items():
                 parts[key].append(value)
             batch_index.append(torch.full((len(targets),), i, device=device))

@@ -101,6 +101,8 @@ def _clip2sam_stage(args: argparse.Namespace, model: OVSAM) -> Stage:
         background_weight=args.background_weight,
         num_points=args.num_points,
         roi_from_prediction=args.roi_from_prediction,
+        roi_min_iou=args.roi_min_iou,
+        roi_clean_clicks=args.roi_clean_clicks,
     )
 
     def loss_fn(m: OVSAM, batch: list[dict[str, Any]]):

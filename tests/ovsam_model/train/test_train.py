@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,6 +130,32 @@ def test_end2end_trains_the_trunk_of_a_from_scratch_model(train_data, tmp_path, 
     assert any(k.startswith("backbone.visual.") for k in state)  # a from-scratch trunk is stored
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_clip2sam_trains_on_cuda(train_data, tmp_path, base_args, precision):
+    out = tmp_path / "run"
+    args = base_args(train_data, out, "--stage", "clip2sam", "--max-steps", "12", "--device", "cuda")
+    main([*args, "--precision", precision, "--val-ann", str(train_data["val"]), "--val-every", "6"])
+    steps = [r for r in _metrics(out) if "loss" in r]
+    assert len(steps) == 12 and all(np.isfinite(r["loss"]) for r in steps)
+    # fp16: the gradient scaler starts high and skips the first steps whose gradients overflow (norm inf/nan)
+    settled = steps if precision != "fp16" else steps[-4:]
+    assert all(np.isfinite(r["grad_norm"]) for r in settled)
+    assert build_ovsam(out / "model.pt", device="cpu").checkpoint_extras.vocabulary.names
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sam2clip_teacher_cache_on_cuda(train_data, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "teacher"
+    args = ["--stage", "sam2clip", "--model", "tiny", "--images", str(train_data["root"] / "train")]
+    args += ["--teacher", "tiny", "--teacher-cache", str(cache), "--output-dir", str(out), "--epochs", "2"]
+    args += ["--batch-size", "2", "--workers", "0", "--warmup-iters", "1", "--log-every", "1"]
+    args += ["--device", "cuda"]
+    main(args)
+    assert len(list(cache.glob("*.pt"))) == 4
+    assert len([r for r in _metrics(out) if "loss_mse" in r]) == 4
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_stay_in_sync(train_data, tmp_path, base_args):
@@ -170,3 +197,46 @@ def test_training_rois_follow_the_prediction_only_where_it_matches_the_gt():
     assert rois[0].tolist() == predicted[0].tolist()  # close to the GT: named as at inference
     assert rois[1].tolist() == gt[1].tolist()  # a wrong mask does not teach a wrong name
     assert torch.equal(_training_rois(gt, None), gt)
+
+
+def test_training_rois_take_partial_masks_down_to_the_given_iou_but_never_empty_ones():
+    from ovsam_model.train.clip2sam import _training_rois
+
+    gt = torch.tensor([[10.0, 10.0, 50.0, 50.0]] * 3)
+    predicted = torch.tensor([[10.0, 10.0, 30.0, 30.0], [45.0, 45.0, 80.0, 80.0], [0.0, 0.0, 0.0, 0.0]])
+    # box IoUs 0.25 (a part of the object), 0.009 (mostly elsewhere), 0 (empty mask)
+    assert _training_rois(gt, predicted).tolist() == gt.tolist()
+    assert _training_rois(gt, predicted, 0.2).tolist() == [
+        predicted[0].tolist(),
+        gt[1].tolist(),
+        gt[2].tolist(),
+    ]
+    assert _training_rois(gt, predicted, 0.0).tolist() == [*predicted[:2].tolist(), gt[2].tolist()]
+
+
+def test_clicks_are_named_in_training_from_the_clicked_part_of_their_mask(monkeypatch):
+    from ovsam_model.modeling.ovsam import Decoded
+    from ovsam_model.train.clip2sam import Clip2SamLossConfig, _decode_losses
+
+    model = build_ovsam("tiny", device="cpu")
+    size = model.config.image_size
+    logits = torch.full((1, 3, 32, 32), -5.0)
+    logits[0, :, 4:8, 4:8] = 5.0  # the clicked part
+    logits[0, :, 20:28, 20:28] = 5.0  # a stray patch elsewhere
+    monkeypatch.setattr(model, "decode", lambda *a, **k: Decoded(logits, torch.zeros(1, 3)))
+    cell = size / 32
+    click = {"points": torch.tensor([[[6 * cell, 6 * cell]]]), "point_labels": torch.ones(1, 1)}
+    targets = torch.zeros(1, 1, size, size)
+    boxes = {}
+    for clean in (False, True):
+        cfg = Clip2SamLossConfig(num_points=16, roi_from_prediction=True, roi_clean_clicks=clean)
+        boxes[clean] = _decode_losses(model, None, click, targets, cfg, is_box=False)["pred_boxes"][
+            0
+        ].tolist()
+    assert boxes[False] == [4 * cell, 4 * cell, 28 * cell, 28 * cell]  # stretched by the stray patch
+    assert boxes[True] == [
+        4 * cell,
+        4 * cell,
+        8 * cell,
+        8 * cell,
+    ]  # the clicked part, as the predictor names it
