@@ -12,7 +12,7 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import interleaved, machine, random_ovsam, random_sam
+from common import interleaved, machine, random_ovsam, random_sam, synced
 
 
 def gmacs(fn) -> float:
@@ -27,12 +27,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--model", default="ovsam_rn50x16", help="OV-SAM config (random weights)")
     p.add_argument("--rounds", type=int, default=2, help="timed repetitions per side")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = random_ovsam(args.model)
-    sam = random_sam("vit_h")
-    image = torch.rand(1, 3, 1024, 1024) * 255
+    model = random_ovsam(args.model).to(args.device)
+    sam = random_sam("vit_h").to(args.device)
+    image = torch.rand(1, 3, 1024, 1024, device=args.device) * 255
     sam_input = sam.preprocess(image.clone())
 
     @torch.no_grad()
@@ -45,10 +46,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     macs = {"ovsam": gmacs(ovsam_encode), "sam": gmacs(sam_encode)}
     # the FLOP-counting passes above were the warm-up
-    times = interleaved({"ovsam": ovsam_encode, "sam": sam_encode}, rounds=args.rounds, warmup=0)
+    fns = {"ovsam": synced(ovsam_encode, args.device), "sam": synced(sam_encode, args.device)}
+    times = interleaved(fns, rounds=args.rounds, warmup=0 if args.device == "cpu" else 2)
     ratio = times["ovsam"] / times["sam"]
-    print(f"machine: {machine()}")
-    print("image encoding at 1024x1024")
+    print(f"machine: {machine()}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    print(f"image encoding at 1024x1024, {args.device}")
     print(
         f"  OV-SAM {args.model} (trunk + adapter + FPN): {times['ovsam']:7.2f} s  {macs['ovsam']:8.0f} GMACs"
     )

@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from common import interleaved, machine, random_ovsam, random_sam
+from common import interleaved, machine, random_ovsam, random_sam, synced
 from ovsam_model.prompts import PromptSet
 
 
@@ -24,20 +24,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--model", default="ovsam_rn50x16", help="OV-SAM config (random weights)")
     p.add_argument("--rounds", type=int, default=30, help="timed repetitions per side")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from ovsam_model.predictor import OVSAMPredictor
 
-    model = random_ovsam(args.model)
-    sam = random_sam("vit_h")
+    model = random_ovsam(args.model).to(args.device)
+    sam = random_sam("vit_h").to(args.device)
     size = model.config.image_size
     with torch.no_grad():
-        features = model.encode_image(torch.rand(1, 3, size, size) * 255)
+        features = model.encode_image(torch.rand(1, 3, size, size, device=args.device) * 255)
     predictor = OVSAMPredictor(model)
     text = torch.nn.functional.normalize(torch.randn(80, 2, model.config.embed_dim), dim=-1)
     predictor.set_vocabulary([f"class {i}" for i in range(80)], text_embeddings=text)
-    box = torch.tensor([[300.0, 200.0, 520.0, 480.0]])
+    box = torch.tensor([[300.0, 200.0, 520.0, 480.0]], device=args.device)
     prompt = PromptSet(None, None, box)
     embedding = features.embedding
     image_pe = sam.prompt_encoder.get_dense_pe()
@@ -57,10 +58,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             multimask_output=False,
         )
 
-    times = interleaved({"ovsam": ovsam_prompt, "sam": sam_prompt}, rounds=args.rounds, warmup=3)
+    fns = {"ovsam": synced(ovsam_prompt, args.device), "sam": synced(sam_prompt, args.device)}
+    times = interleaved(fns, rounds=args.rounds, warmup=3)
     ratio = times["ovsam"] / times["sam"]
-    print(f"machine: {machine()}")
-    print(f"per-prompt latency, {args.model} vs SAM ViT-H decoder, one box on a cached 1024 embedding")
+    print(f"machine: {machine()}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    print(
+        f"per-prompt latency, {args.model} vs SAM ViT-H decoder, one box on a cached 1024 embedding, {args.device}"
+    )
     print(f"  OV-SAM prompt -> mask + class : {1000 * times['ovsam']:8.2f} ms")
     print(f"  SAM    prompt -> mask         : {1000 * times['sam']:8.2f} ms")
     print(

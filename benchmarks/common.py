@@ -43,6 +43,19 @@ def interleaved(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def synced(fn: Callable[[], object], device: torch.device | str) -> Callable[[], object]:
+    """``fn`` followed by waiting for the device's queued work, so that wall time measures it (CUDA)."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
 def random_ovsam(name: str):
     """An OV-SAM model of config ``name`` with random weights everywhere (cost does not depend on weights)."""
     from ovsam_model.build import assemble
