@@ -38,6 +38,7 @@ from torchvision.ops import roi_align
 from .image import to_model_rgb
 from .modeling.clip2sam import class_logits, masks_to_boxes
 from .modeling.clip_trunk import CLIPTrunk
+from .postprocess import clip_masks_to_boxes, keep_prompted_components
 from .predictor import NO_IMAGE, NO_VOCABULARY, Prediction, vocabulary_embeddings
 from .prompts import NumpyPrompts, PromptSet, normalize_prompts
 
@@ -94,6 +95,9 @@ class SamClipBaseline:
         clip_name: stable name of pretrained CLIP weights ("RN50x16/openai"), keying the text-embedding cache;
             None hashes the text tower instead.
         chunk_size: prompts decoded at once (full-size masks are computed per chunk).
+        clean_masks: clean SAM's masks by their prompts as ``OVSAMPredictor`` does (``ovsam_model.postprocess``:
+            a click keeps the parts of its mask that hold it, a box prompt's mask is clipped to the box), so that
+            the methods are compared on the same footing; False keeps SAM's masks as they are.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class SamClipBaseline:
         *,
         clip_name: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        clean_masks: bool = True,
     ) -> None:
         from .text import TextEncoder
 
@@ -112,6 +117,7 @@ class SamClipBaseline:
         self.clip_model: Any = clip_model.eval().requires_grad_(False)
         self.text_encoder = TextEncoder(clip_model, tokenizer, name=clip_name)
         self.chunk_size = chunk_size
+        self.clean_masks = clean_masks
         cfg = open_clip.get_model_preprocess_cfg(clip_model)
         self.clip_mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(3, 1, 1)
         self.clip_std = torch.tensor(cfg["std"], dtype=torch.float32).view(3, 1, 1)
@@ -226,6 +232,16 @@ class SamClipBaseline:
             range(0, len(torch_prompts), self.chunk_size), torch_prompts.chunks(self.chunk_size)
         ):
             mask, iou, logits = self._decode(chunk, multimask_output)
+            if self.clean_masks and chunk.boxes is None and chunk.points is not None:
+                assert chunk.point_labels is not None
+                size = self.sam.image_encoder.img_size
+                logits = keep_prompted_components(logits, chunk.points, chunk.point_labels, size)
+                mask = self.sam.postprocess_masks(logits, self.input_size, self.original_size)
+                mask = mask > self.sam.mask_threshold
+            if self.clean_masks and prompts.boxes is not None:
+                clipped = mask.cpu().numpy()
+                clip_masks_to_boxes(clipped, prompts.boxes[start : start + len(chunk)])
+                mask = torch.from_numpy(clipped).to(mask.device)
             boxes_orig = masks_to_boxes(mask[:, 0])
             valid = boxes_orig[:, 2] > boxes_orig[:, 0]
             region_fallback = fallback[start : start + len(chunk)].to(boxes_orig)
@@ -561,7 +577,7 @@ def build_baseline(
         device: "auto" (cuda > mps > cpu), "cuda", "mps" or "cpu".
         download: allow downloading the SAM file into the cache.
         options: passed to the baseline (``crop_scale``, ``mask_background``, ``image_size``,
-            ``mask_features``, ``chunk_size``).
+            ``mask_features``, ``chunk_size``, ``clean_masks``).
     """
     from .device import resolve_device
 

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--raw-masks",
         action="store_true",
-        help="OV-SAM's masks as the decoder gives them (no clean-up by the prompts; see ovsam_model.postprocess)",
+        help="masks as the decoders give them, for OV-SAM and the baselines alike (no clean-up by the prompts; "
+        "see ovsam_model.postprocess)",
     )
     model.add_argument(
         "--baseline", choices=BASELINES, default=None, help="evaluate a SAM + CLIP baseline instead of OV-SAM"
@@ -256,6 +257,7 @@ def baseline_predictor(args: argparse.Namespace, kind: str):
         clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained,
         device=args.device,
+        clean_masks=not args.raw_masks,
     )
 
 
@@ -272,6 +274,7 @@ def describe(args: argparse.Namespace, key: str) -> dict[str, Any]:
         "sam": args.sam,
         "clip_model": args.clip_model,
         "clip_pretrained": args.clip_pretrained,
+        "clean_masks": not args.raw_masks,
     }
 
 

@@ -185,3 +185,39 @@ def _tiny_clip():
 
     model, tokenizer, _ = build_clip("ovsam-tiny-RN", "none")
     return model, tokenizer
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_baselines_clean_masks_by_their_prompts_like_the_predictor(kind, image16):
+    from scipy import ndimage
+
+    boxes = np.array([[40, 30, 80, 60], [5, 5, 50, 70]], np.float32)
+    clicks = np.array([[[60.0, 45.0]], [[20.0, 20.0]]])
+    results = {}
+    for clean in (True, False):
+        torch.manual_seed(0)
+        model = build_baseline(
+            kind,
+            sam="tiny",
+            clip_model="ovsam-tiny-RN",
+            clip_pretrained="none",
+            device="cpu",
+            clean_masks=clean,
+        )
+        model.set_vocabulary(VOCABULARY)
+        model.set_image(image16)
+        results[clean] = (
+            model.predict(boxes=boxes),
+            model.predict(points=clicks, point_labels=np.ones((2, 1))),
+        )
+    inside = np.zeros((2, 90, 150), bool)
+    inside[0, 30:61, 40:81] = inside[1, 5:71, 5:51] = True
+    boxed = results[True][0].masks[:, 0]
+    np.testing.assert_array_equal(boxed, results[False][0].masks[:, 0] & inside)
+    clicked = {clean: results[clean][1] for clean in (True, False)}
+    assert not (clicked[True].masks & ~clicked[False].masks).any()  # the clean-up only removes pixels
+    eight = np.ones((3, 3), bool)
+    raw_parts = [ndimage.label(m > 0, structure=eight)[1] for m in clicked[False].low_res_logits[:, 0]]
+    clean_parts = [ndimage.label(m > 0, structure=eight)[1] for m in clicked[True].low_res_logits[:, 0]]
+    assert max(raw_parts) > 1  # SAM's click masks had stray parts ...
+    assert clean_parts == [1, 1]  # ... and one part is left of each: the clicked one (or the largest)
