@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--rounds", type=int, default=30, help="timed repetitions per side")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="OV-SAM decodes without CUDA graphs")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     size = model.config.image_size
     with torch.no_grad():
         features = model.encode_image(torch.rand(1, 3, size, size, device=args.device) * 255)
-    predictor = OVSAMPredictor(model)
+    predictor = OVSAMPredictor(model, cuda_graphs=not args.no_cuda_graphs)
     text = torch.nn.functional.normalize(torch.randn(80, 2, model.config.embed_dim), dim=-1)
     predictor.set_vocabulary([f"class {i}" for i in range(80)], text_embeddings=text)
     box = torch.tensor([[300.0, 200.0, 520.0, 480.0]], device=args.device)

@@ -6,6 +6,7 @@ boxes are XYXY pixels of the original image; masks come back at the original (H,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ DEFAULT_CHUNK_SIZE = {"cpu": 4, "cuda": 64}
 # Masks brought to the original size per step: each is a float image at the padded model size and one at the
 # original size before it becomes bool, so few at a time.
 UPSCALE_CHUNK_SIZE = 4
+# Box prompts on CUDA are decoded and named by replaying a captured CUDA graph (one per prompt count up to
+# this many): one prompt is otherwise bound by launching some 250 small kernels, not by the GPU's work.
+CUDA_GRAPH_MAX_PROMPTS = 16
 # Half side (input-frame pixels) of the region used to name a point prompt whose mask came out empty.
 _EMPTY_MASK_HALF_BOX = 16.0
 
@@ -73,13 +77,24 @@ class OVSAMPredictor:
     chunk_size: prompts decoded at once (default: 4 on the CPU, 64 on CUDA). clean_masks (default True): a
     click-only prompt keeps the connected parts of its mask that hold a positive point, and is named from that;
     a box prompt's mask is clipped to the box (see ``ovsam_model.postprocess``). False gives the decoder's
-    masks as they are.
+    masks as they are. cuda_graphs (default True): on CUDA, decode and name box prompts by replaying a
+    captured CUDA graph (same results; see ``CUDA_GRAPH_MAX_PROMPTS``).
     """
 
-    def __init__(self, model: OVSAM, *, chunk_size: int | None = None, clean_masks: bool = True) -> None:
+    def __init__(
+        self,
+        model: OVSAM,
+        *,
+        chunk_size: int | None = None,
+        clean_masks: bool = True,
+        cuda_graphs: bool = True,
+    ) -> None:
         self.model = model
         self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE.get(model.device.type, 16)
         self.clean_masks = clean_masks
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, bool], _CapturedDecoding] = {}
+        self._graph_inputs: tuple[object, ...] = ()
         self.features: ImageFeatures | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
@@ -116,6 +131,7 @@ class OVSAMPredictor:
     def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> None:
         """Encode an image (see ``ovsam_model.image`` for the contrast rule) and cache its features."""
         tensor = self.prepare_image(image, contrast_limits)
+        self._graphs.clear()
         self.features = self.model.encode_image(tensor[None].to(self.device))
         self.original_size = (int(image.shape[0]), int(image.shape[1]))
         self.input_size = (int(tensor.shape[1]), int(tensor.shape[2]))
@@ -123,6 +139,7 @@ class OVSAMPredictor:
             release_freed_memory()  # the encoder's freed activations, before decoding allocates
 
     def reset_image(self) -> None:
+        self._graphs.clear()
         self.features = None
         self.original_size = self.input_size = None
 
@@ -154,6 +171,7 @@ class OVSAMPredictor:
                 f"This image embedding does not fit the model '{self.model.config.name}' "
                 f"(embedding {got}, expected channels/grid {expected}); recompute it with this model."
             )
+        self._graphs.clear()
         self.features = ImageFeatures.from_tensors(tensors)
         self.original_size = tuple(state["original_size"])  # type: ignore[assignment]
         self.input_size = tuple(state["input_size"])  # type: ignore[assignment]
@@ -179,6 +197,7 @@ class OVSAMPredictor:
         flags = list(seen) if seen is not None else list(vocabulary.seen)
         if len(flags) != len(vocabulary):
             raise ValueError(f"seen has {len(flags)} flags for {len(vocabulary)} classes.")
+        self._graphs.clear()
         self.vocabulary = vocabulary
         self.text_embeddings = text_embeddings.to(self.device, torch.float32)
         self.seen = torch.tensor(flags, dtype=torch.bool, device=self.device)
@@ -246,31 +265,80 @@ class OVSAMPredictor:
         assert self.text_embeddings is not None and self.seen is not None
         logits, ious, probs = [], [], []
         for chunk in prompts.chunks(self.chunk_size):
-            decoded = self.model.decode(
-                features,
-                points=chunk.points,
-                point_labels=chunk.point_labels,
-                boxes=chunk.boxes,
-                multimask_output=multimask_output,
-            )
-            order = decoded.iou.argsort(dim=1, descending=True)
-            iou = decoded.iou.gather(1, order)
-            low_res = decoded.low_res_logits.gather(
-                1, order[:, :, None, None].expand_as(decoded.low_res_logits)
-            )
-            if self.clean_masks and chunk.boxes is None and chunk.points is not None:
-                assert chunk.point_labels is not None
-                low_res = keep_prompted_components(
-                    low_res, chunk.points, chunk.point_labels, self.model.config.image_size
-                )
-            rois, valid = self.model.region_rois(low_res[:, 0], fallback_boxes=self._fallback_boxes(chunk))
-            if chunk.boxes is not None and self.model.config.head.name_box_prompts_by_box:
-                rois = chunk.boxes
-            head_embed, clip_embed = self.model.region_embeddings(features, rois)
-            probs.append(self.model.classify(head_embed, clip_embed, self.text_embeddings, self.seen, valid))
+            if self._graph_fits(chunk):
+                low_res, iou, prob = self._replay(features, chunk, multimask_output)
+            else:
+                low_res, iou, prob = self._decode_and_name(features, chunk, multimask_output)
             logits.append(low_res)
             ious.append(iou)
+            probs.append(prob)
         return TorchPrediction(torch.cat(logits), torch.cat(ious), torch.cat(probs))
+
+    def _decode_and_name(
+        self, features: ImageFeatures, chunk: PromptSet, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One chunk: low-res logits [n, M, 4g, 4g] and iou [n, M] sorted best first, probabilities [n, K + 1]."""
+        assert self.text_embeddings is not None and self.seen is not None
+        decoded = self.model.decode(
+            features,
+            points=chunk.points,
+            point_labels=chunk.point_labels,
+            boxes=chunk.boxes,
+            multimask_output=multimask_output,
+        )
+        order = decoded.iou.argsort(dim=1, descending=True)
+        iou = decoded.iou.gather(1, order)
+        low_res = decoded.low_res_logits.gather(1, order[:, :, None, None].expand_as(decoded.low_res_logits))
+        if self.clean_masks and chunk.boxes is None and chunk.points is not None:
+            assert chunk.point_labels is not None
+            low_res = keep_prompted_components(
+                low_res, chunk.points, chunk.point_labels, self.model.config.image_size
+            )
+        rois, valid = self.model.region_rois(low_res[:, 0], fallback_boxes=self._fallback_boxes(chunk))
+        if chunk.boxes is not None and self.model.config.head.name_box_prompts_by_box:
+            rois = chunk.boxes
+        head_embed, clip_embed = self.model.region_embeddings(features, rois)
+        probs = self.model.classify(head_embed, clip_embed, self.text_embeddings, self.seen, valid)
+        return low_res, iou, probs
+
+    def _graph_fits(self, chunk: PromptSet) -> bool:
+        """Box-only prompts on CUDA, few enough: the path without host synchronisation (clicks are cleaned on
+        the CPU)."""
+        return (
+            self.cuda_graphs
+            and self.device.type == "cuda"
+            and chunk.points is None
+            and chunk.boxes is not None
+            and len(chunk) <= CUDA_GRAPH_MAX_PROMPTS
+        )
+
+    def _replay(
+        self, features: ImageFeatures, chunk: PromptSet, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_decode_and_name`` through a CUDA graph captured for this image, vocabulary and prompt count."""
+        assert chunk.boxes is not None
+        inputs = (features, self.text_embeddings, self.seen)
+        if len(inputs) != len(self._graph_inputs) or any(
+            a is not b for a, b in zip(inputs, self._graph_inputs)
+        ):
+            self._graphs.clear()  # predict_torch was given other features than the last ones
+            self._graph_inputs = inputs
+        key = (len(chunk), multimask_output)
+        graph = self._graphs.get(key)
+        if graph is None:
+            try:
+                graph = _CapturedDecoding(
+                    lambda boxes: self._decode_and_name(
+                        features, PromptSet(None, None, boxes), multimask_output
+                    ),
+                    chunk.boxes,
+                )
+            except RuntimeError as err:  # an operation that cannot be captured: decode as usual from now on
+                warnings.warn(f"CUDA graph capture failed ({err}); decoding without graphs.", stacklevel=3)
+                self.cuda_graphs = False
+                return self._decode_and_name(features, chunk, multimask_output)
+            self._graphs[key] = graph
+        return graph(chunk.boxes)
 
     # --------------------------------------------------------------- internals
     def _fallback_boxes(self, prompts: PromptSet) -> torch.Tensor:
@@ -322,6 +390,28 @@ class OVSAMPredictor:
         if self.vocabulary is None:
             raise ValueError(NO_VOCABULARY)
         return self.vocabulary
+
+
+class _CapturedDecoding:
+    """A function of a [n, 4] boxes tensor, captured once as a CUDA graph and replayed on new boxes."""
+
+    def __init__(self, fn, boxes: torch.Tensor) -> None:
+        self.boxes = boxes.clone()
+        side = torch.cuda.Stream(device=boxes.device)
+        side.wait_stream(torch.cuda.current_stream(boxes.device))
+        with torch.cuda.stream(side):  # warm-up outside the graph (kernel selection, workspaces)
+            for _ in range(2):
+                fn(self.boxes)
+        torch.cuda.current_stream(boxes.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # other threads may use the GPU
+            self.outputs = fn(self.boxes)
+
+    def __call__(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.boxes.copy_(boxes)
+        self.graph.replay()
+        low_res, iou, probs = self.outputs
+        return low_res.clone(), iou.clone(), probs.clone()
 
 
 NO_IMAGE = "No image is set: call predictor.set_image(image) before predict()."

@@ -47,3 +47,26 @@ def test_embedding_moves_between_devices(tiny_model, image16):
     gpu.set_vocabulary(["nucleus", "ring"])
     box = np.array([[40, 30, 80, 60]], dtype=float)
     assert (cpu.predict(boxes=box).masks == gpu.predict(boxes=box).masks).mean() > 0.99
+
+
+def test_cuda_graph_replays_give_what_eager_decoding_gives(tiny_model, image16):
+    model = copy.deepcopy(tiny_model).to("cuda")
+    graphs, eager = OVSAMPredictor(model), OVSAMPredictor(model, cuda_graphs=False)
+    rng = np.random.default_rng(0)
+    other = image16[::-1].copy()
+    for image, vocabulary in (
+        (image16, ["nucleus", "ring"]),
+        (other, ["nucleus", "ring"]),
+        (other, ["a", "b", "c"]),
+    ):
+        for predictor in (graphs, eager):
+            predictor.set_image(image)
+            predictor.set_vocabulary(vocabulary)
+        for n in (1, 1, 3, 1):  # replays of one captured graph, a second prompt count, back to the first
+            x0, y0 = rng.uniform(0, 100, n), rng.uniform(0, 50, n)
+            boxes = np.stack([x0, y0, x0 + rng.uniform(5, 45, n), y0 + rng.uniform(5, 35, n)], 1)
+            got, want = graphs.predict(boxes=boxes), eager.predict(boxes=boxes)
+            np.testing.assert_array_equal(got.masks, want.masks)
+            np.testing.assert_allclose(got.topk_scores, want.topk_scores, atol=1e-5)
+            np.testing.assert_array_equal(got.class_ids, want.class_ids)
+    assert graphs.cuda_graphs and len(graphs._graphs) == 2  # captured, not fallen back to eager decoding

@@ -115,13 +115,15 @@ def test_roi_level_rule_matches_mmdet(side, level):
     assert int(map_roi_levels(rois, 4, 56.0)) == level
 
 
-def test_multilevel_roi_align_pools_each_roi_on_its_level():
+@pytest.mark.parametrize("gather", [False, True])
+def test_multilevel_roi_align_pools_each_roi_on_its_level(gather):
     features = [torch.randn(2, 3, 256 // s, 256 // s) for s in (4, 8, 16, 32)]
     rois = torch.tensor(
         [[0, 10.0, 10.0, 40.0, 50.0], [1, 0.0, 0.0, 200.0, 150.0], [0, 5.0, 5.0, 250.0, 250.0]]
     )
-    out = multilevel_roi_align(features, rois, 7, 56.0)
+    out = multilevel_roi_align(features, rois, 7, 56.0, gather=gather)
     levels = map_roi_levels(rois, 4, 56.0)
+    assert len(set(levels.tolist())) == 3  # three different levels
     for i, level in enumerate(levels.tolist()):
         stride = (4, 8, 16, 32)[level]
         expected = roi_align(features[level], rois[i : i + 1], (7, 7), 1.0 / stride, 0, aligned=True)

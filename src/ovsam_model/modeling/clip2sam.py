@@ -44,10 +44,29 @@ def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: float) -> 
 
 
 def multilevel_roi_align(
-    features: list[torch.Tensor], rois: torch.Tensor, output_size: int, finest_scale: float
+    features: list[torch.Tensor],
+    rois: torch.Tensor,
+    output_size: int,
+    finest_scale: float,
+    *,
+    gather: bool | None = None,
 ) -> torch.Tensor:
-    """RoIAlign each RoI on its own pyramid level. features: P2..P5; rois: [N, 5] -> [N, C, s, s]."""
+    """RoIAlign each RoI on its own pyramid level. features: P2..P5; rois: [N, 5] -> [N, C, s, s].
+
+    gather (default: on CUDA): pool every RoI on every level and keep its own level's result instead of
+    selecting each level's RoIs first. Same result, more pooling, but no host synchronisation, so the
+    decoding of a few prompts can be captured in a CUDA graph.
+    """
     levels = map_roi_levels(rois, len(features), finest_scale)
+    if rois.is_cuda if gather is None else gather:
+        out = None
+        for level, (feature, stride) in enumerate(zip(features, FPN_STRIDES, strict=False)):
+            pooled = roi_align(
+                feature, rois, (output_size, output_size), 1.0 / stride, sampling_ratio=0, aligned=True
+            )
+            out = pooled if out is None else torch.where((levels == level)[:, None, None, None], pooled, out)
+        assert out is not None
+        return out
     out = features[0].new_zeros(rois.shape[0], features[0].shape[1], output_size, output_size)
     for level, (feature, stride) in enumerate(zip(features, FPN_STRIDES, strict=False)):
         index = torch.nonzero(levels == level).squeeze(1)
@@ -109,11 +128,8 @@ def fuse_probabilities(
     if clip_logits is None:
         return log_q.exp()
     log_c = clip_logits.log_softmax(dim=-1)
-    weight = torch.where(
-        torch.cat([seen.to(torch.bool), seen.new_ones(1, dtype=torch.bool)]).to(log_q.device),
-        torch.tensor(alpha_seen, device=log_q.device),
-        torch.tensor(beta_unseen, device=log_q.device),
-    ).to(log_q.dtype)
+    seen_or_background = torch.cat([seen.to(torch.bool), seen.new_ones(1, dtype=torch.bool)]).to(log_q.device)
+    weight = torch.where(seen_or_background, alpha_seen, beta_unseen).to(log_q.dtype)
     weight = weight.expand_as(log_q)
     if valid is not None:
         weight = weight * valid.to(log_q.dtype)[:, None]
@@ -140,5 +156,4 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     x1 = torch.where(cols, ar_w, -1).amax(dim=1) + 1
     boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
     empty = ~rows.any(dim=1)
-    boxes[empty] = 0
-    return boxes
+    return boxes.masked_fill(empty[:, None], 0.0)  # no boolean indexing: no host synchronisation on a GPU
