@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     fns = {"ovsam": synced(ovsam_encode, args.device), "sam": synced(sam_encode, args.device)}
     times = interleaved(fns, rounds=args.rounds, warmup=0 if args.device == "cpu" else 2)
     ratio = times["ovsam"] / times["sam"]
-    print(f"machine: {machine()}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    print(f"machine: {machine(args.device)}")
     print(f"image encoding at 1024x1024, {args.device}")
     print(
         f"  OV-SAM {args.model} (trunk + adapter + FPN): {times['ovsam']:7.2f} s  {macs['ovsam']:8.0f} GMACs"

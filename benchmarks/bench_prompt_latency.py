@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     fns = {"ovsam": synced(ovsam_prompt, args.device), "sam": synced(sam_prompt, args.device)}
     times = interleaved(fns, rounds=args.rounds, warmup=3)
     ratio = times["ovsam"] / times["sam"]
-    print(f"machine: {machine()}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    print(f"machine: {machine(args.device)}")
     print(
         f"per-prompt latency, {args.model} vs SAM ViT-H decoder, one box on a cached 1024 embedding, {args.device}"
     )

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     args = p.parse_args(argv)
     out: dict[str, float] = {}
-    print(f"machine: {machine()}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    print(f"machine: {machine(args.device)}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_dataset(Path(tmp) / "data", num_train=16, num_val=1, size=256, seed=0)
         rates = {

@@ -10,9 +10,11 @@ from collections.abc import Callable
 import torch
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
+    """The processor, torch threads and version, and the GPU's name when ``device`` is a CUDA device."""
     cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    gpu = f", {torch.cuda.get_device_name(device)}" if torch.device(device).type == "cuda" else ""
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}{gpu}"
 
 
 def timeit(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> float:

@@ -131,7 +131,7 @@ class OVSAMPredictor:
     def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> None:
         """Encode an image (see ``ovsam_model.image`` for the contrast rule) and cache its features."""
         tensor = self.prepare_image(image, contrast_limits)
-        self._graphs.clear()
+        self._forget_graphs()
         self.features = self.model.encode_image(tensor[None].to(self.device))
         self.original_size = (int(image.shape[0]), int(image.shape[1]))
         self.input_size = (int(tensor.shape[1]), int(tensor.shape[2]))
@@ -139,7 +139,7 @@ class OVSAMPredictor:
             release_freed_memory()  # the encoder's freed activations, before decoding allocates
 
     def reset_image(self) -> None:
-        self._graphs.clear()
+        self._forget_graphs()
         self.features = None
         self.original_size = self.input_size = None
 
@@ -171,7 +171,7 @@ class OVSAMPredictor:
                 f"This image embedding does not fit the model '{self.model.config.name}' "
                 f"(embedding {got}, expected channels/grid {expected}); recompute it with this model."
             )
-        self._graphs.clear()
+        self._forget_graphs()
         self.features = ImageFeatures.from_tensors(tensors)
         self.original_size = tuple(state["original_size"])  # type: ignore[assignment]
         self.input_size = tuple(state["input_size"])  # type: ignore[assignment]
@@ -197,7 +197,7 @@ class OVSAMPredictor:
         flags = list(seen) if seen is not None else list(vocabulary.seen)
         if len(flags) != len(vocabulary):
             raise ValueError(f"seen has {len(flags)} flags for {len(vocabulary)} classes.")
-        self._graphs.clear()
+        self._forget_graphs()
         self.vocabulary = vocabulary
         self.text_embeddings = text_embeddings.to(self.device, torch.float32)
         self.seen = torch.tensor(flags, dtype=torch.bool, device=self.device)
@@ -318,10 +318,11 @@ class OVSAMPredictor:
         """``_decode_and_name`` through a CUDA graph captured for this image, vocabulary and prompt count."""
         assert chunk.boxes is not None
         inputs = (features, self.text_embeddings, self.seen)
-        if len(inputs) != len(self._graph_inputs) or any(
-            a is not b for a, b in zip(inputs, self._graph_inputs)
-        ):
-            self._graphs.clear()  # predict_torch was given other features than the last ones
+        same = len(inputs) == len(self._graph_inputs) and all(
+            a is b for a, b in zip(inputs, self._graph_inputs)
+        )
+        if not same:
+            self._forget_graphs()  # captured on other features (predict_torch may be given any)
             self._graph_inputs = inputs
         key = (len(chunk), multimask_output)
         graph = self._graphs.get(key)
@@ -341,6 +342,11 @@ class OVSAMPredictor:
         return graph(chunk.boxes)
 
     # --------------------------------------------------------------- internals
+    def _forget_graphs(self) -> None:
+        """Drop the captured graphs and what they were captured on (a new image or vocabulary)."""
+        self._graphs.clear()
+        self._graph_inputs = ()
+
     def _fallback_boxes(self, prompts: PromptSet) -> torch.Tensor:
         """Where a mask comes out empty, name the prompt's own box, or a small box around its first point."""
         n = len(prompts)

@@ -58,7 +58,9 @@ def multilevel_roi_align(
     decoding of a few prompts can be captured in a CUDA graph.
     """
     levels = map_roi_levels(rois, len(features), finest_scale)
-    if rois.is_cuda if gather is None else gather:
+    if gather is None:
+        gather = rois.is_cuda
+    if gather:
         out = None
         for level, (feature, stride) in enumerate(zip(features, FPN_STRIDES, strict=False)):
             pooled = roi_align(
