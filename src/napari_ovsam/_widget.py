@@ -76,7 +76,7 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         self._model.currentTextChanged.connect(self._on_model_choice)
         self._browse_checkpoint.clicked.connect(self._choose_checkpoint)
         self._image.currentIndexChanged.connect(self._on_image_choice)
-        self._segment_btn.clicked.connect(lambda: self.segment())
+        self._segment_btn.clicked.connect(self._segment_asked)
         self._commit_btn.clicked.connect(lambda: self.commit())
         self._undo_btn.clicked.connect(lambda: self.undo())
         self._clear_btn.clicked.connect(lambda: self.clear_prompts())
@@ -98,9 +98,14 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
             shortcut.setContext(Qt.WidgetWithChildrenShortcut)
             shortcut.activated.connect(action)
 
+    def _segment_asked(self) -> None:
+        """The user pressed Segment: retry a failed embedding too."""
+        self.session.forget_failures()
+        self.segment()
+
     def _key_actions(self) -> dict[str, Any]:
         return {
-            "S": self.segment, "C": self.commit, "Shift-C": self.clear_prompts, "Control-Z": self.undo,
+            "S": self._segment_asked, "C": self.commit, "Shift-C": self.clear_prompts, "Control-Z": self.undo,
             "T": self.toggle_points,
         }  # fmt: skip
 
@@ -108,6 +113,7 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.moved):
             emitter.connect(self._refresh_images)
+        events.removed.connect(self._on_layer_removed)
         self.viewer.dims.events.current_step.connect(self._on_slice_change)
         for key, action in self._key_actions().items():
             self._viewer_keys[key] = self.viewer.bind_key(key, self._alive(action), overwrite=True)
@@ -146,6 +152,7 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.moved):
             emitter.disconnect(self._refresh_images)
+        events.removed.disconnect(self._on_layer_removed)
         self.viewer.dims.events.current_step.disconnect(self._on_slice_change)
         for key, previous in self._viewer_keys.items():
             self.viewer.bind_key(key, previous, overwrite=True)
@@ -211,6 +218,7 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
     def undo(self) -> CommitGroup | None:
         """Undo the last commit or propagation (pixels, names and features)."""
         if self.session.target is None:
+            self._set_status("Nothing to undo.")
             return None
         try:
             group = self.session.undo()
@@ -359,6 +367,7 @@ class OVSAMWidget(ModelActions, ResultsView, StackActions, QWidget):
         if self._image_layer is not None and self.session.leading_shape and not self._jobs.closed:
             self._results = None
             self._waiting.clear()
+            self.session.forget_failures()  # another slice: the user may try a failed one again
             self._slice_timer.start()
 
     # ------------------------------------------------------------------------------------------ feedback

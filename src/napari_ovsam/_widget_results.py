@@ -50,8 +50,29 @@ class ResultsView:
             layer.events.paint.connect(self._on_paint)
         layer.bind_key("Control-Z", self._alive(self._labels_undo) if connect else None, overwrite=True)
 
-    def _on_paint(self, *_: Any) -> None:
+    def _on_paint(self, event: Any) -> None:
         self._paints_since_commit += 1
+        target = self._targets.get(id(event.source))
+        if target is not None:  # hand-painted ids: the next commits' ids go above them
+            target.note_painted(event.value)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """A labels layer of ours was deleted: forget its target (undo history, names) and its names."""
+        layer = event.value
+        for image_id, labels in list(self._labels_by_image.items()):
+            if labels is layer:
+                del self._labels_by_image[image_id]
+        target = self._targets.pop(id(layer), None)
+        if target is None:
+            return
+        self._hook_labels_layer(layer, connect=False)
+        self.session.drop_target(target)
+        if layer is self._labels_layer:
+            self._labels_layer = None
+            self._table.show_features(target.features.iloc[0:0])
+            names = _layers.find(self.viewer, _layers.NAMES)
+            if names is not None:
+                self.viewer.layers.remove(names)
 
     def _labels_undo(self) -> None:
         """Ctrl+Z on the labels: brush strokes made after the last commit first, then commits, then the

@@ -61,6 +61,14 @@ class StackActions:
             if then is not None:
                 then()
             return
+        failure = self.session.embedding_failure(slice_index)
+        if failure is not None:  # reported once; retried when the user changes something or asks
+            self._waiting.clear()
+            self._set_status(
+                f"The image embedding failed: {failure.rstrip('.')}. Change the image, slice or contrast, or press "
+                "Segment to try again."
+            )
+            return
         if then is not None and then not in self._waiting:
             self._waiting.append(then)
         job = self._jobs.start(
@@ -92,8 +100,8 @@ class StackActions:
             waiting, self._waiting = self._waiting, []
             for then in waiting:
                 then()
-        elif self.session.predictor is not None:
-            self._when_embedded(current, None)
+        elif self.session.predictor is not None and self.session.embedding_failure(current) is None:
+            self._when_embedded(current, None)  # the view moved on while the job ran
 
     # ------------------------------------------------------------------------------------------ cache
 

@@ -22,7 +22,10 @@ from .labels import (
     add_feature_rows,
     ensure_features,
     features_row,
+    max_feature_id,
+    max_label,
     paint_masks,
+    painted_ids,
     remove_feature_rows,
     undo_commit,
 )
@@ -134,32 +137,38 @@ class LabelsTarget:
         self.history: list[CommitGroup] = []
         self.max_history_bytes = max_history_bytes
         self.anchors: Anchors = {}
-        self._max_id = int(labels.max()) if isinstance(labels, np.ndarray) and labels.size else 0
+        self._max_id = 0  # the largest id seen in the labels, painted by hand, or handed out
+        self._scanned = False  # whether a lazy array was read once for its largest id
 
     def next_ids(self, n: int) -> list[int]:
-        """``n`` fresh ids above every id in the features, in a numpy array, or handed out before (lazy
-        arrays are not scanned: ids painted into them by hand should have a features row)."""
-        used = self._max_id
-        if len(self.features):
-            used = max(used, int(self.features["index"].max()))
-        if isinstance(self.labels, np.ndarray) and self.labels.size:
-            used = max(used, int(self.labels.max()))
+        """``n`` fresh ids, unique over the whole labels array: above every id in the features, handed out
+        before, or in the labels. A numpy array is checked each time (cheap); a lazy one (zarr, dask) is read
+        once, one slice at a time, and then followed through :meth:`note_painted` (napari's paint events)."""
+        if isinstance(self.labels, np.ndarray):
+            self._max_id = max(self._max_id, max_label(self.labels))
+        elif not self._scanned:
+            self._max_id = max(self._max_id, max_label(self.labels))
+            self._scanned = True
+        used = max(self._max_id, max_feature_id(self.features))
         self._max_id = used + n
         return list(range(used + 1, used + 1 + n))
+
+    def note_painted(self, history_item: Any) -> None:
+        """Ids painted into the labels by hand (a napari paint event's ``value``): new ids go above them."""
+        self._max_id = max(self._max_id, *painted_ids(history_item), 0)
 
     def commit(self, results: ObjectResults, mode: PaintMode = "keep") -> CommitGroup | None:
         """Paint the objects (existing labels kept unless ``mode='overwrite'``), add their features rows and
         anchors, and push the group onto the history; None when nothing was painted."""
         if len(results) == 0:
             return None
-        max_id = self._max_id
         ids = self.next_ids(len(results))
         record = paint_masks(
             self.labels, results.masks, ids, slice_index=results.slice_index, mode=mode,
             feature_rows=results.feature_rows(ids),
         )  # fmt: skip
         if not record.label_ids:
-            self._max_id = max_id  # nothing painted: the ids stay free
+            self._max_id = ids[0] - 1  # nothing painted: the ids stay free
             return None
         group = CommitGroup(
             [record], added_ids=record.label_ids, new_rows=record.feature_rows,

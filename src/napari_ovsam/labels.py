@@ -70,30 +70,8 @@ class CommitRecord:
 # ---------------------------------------------------------------------------------------------- label ids
 
 
-def next_label_ids(labels_or_features: Any, n: int) -> list[int]:
-    """``n`` fresh label ids above every id in use.
-
-    Args:
-        labels_or_features: a features DataFrame (its ``index``/``label_id`` columns are read: cheap, the
-            right choice for big stacks) or a labels array (numpy, zarr or dask; read one leading slice at a
-            time).
-        n: how many ids.
-
-    Returns:
-        ``[m + 1, ..., m + n]`` where m is the largest id in use (0 when none).
-    """
-    if _is_dataframe(labels_or_features):
-        used = _max_feature_id(labels_or_features)
-    else:
-        used = _array_max(labels_or_features)
-    return list(range(used + 1, used + 1 + n))
-
-
-def _is_dataframe(obj: Any) -> bool:
-    return hasattr(obj, "columns") and hasattr(obj, "iloc")
-
-
-def _max_feature_id(features: pd.DataFrame) -> int:
+def max_feature_id(features: pd.DataFrame) -> int:
+    """The largest label id in a features table's ``index`` / ``label_id`` columns (0 when empty)."""
     best = 0
     for column in ("index", "label_id"):
         if column in features.columns and len(features):
@@ -101,15 +79,30 @@ def _max_feature_id(features: pd.DataFrame) -> int:
     return best
 
 
-def _array_max(labels: Any) -> int:
-    """Largest value of an array, reading one leading slice at a time unless it is numpy or dask."""
+def max_label(labels: Any) -> int:
+    """The largest value of a labels array, reading one leading slice at a time unless it is numpy or dask
+    (a zarr array without any stored chunk is all fill value: nothing is read)."""
     if isinstance(labels, np.ndarray):
         return int(labels.max(initial=0))
     if hasattr(labels, "compute"):  # dask: let it reduce chunk by chunk
         return int(labels.max().compute()) if labels.size else 0
+    if getattr(labels, "nchunks_initialized", None) == 0:
+        return int(getattr(labels, "fill_value", 0) or 0)
     if labels.ndim <= 2:
         return int(np.asarray(labels[...]).max(initial=0))
-    return max((_array_max(labels[i]) for i in range(labels.shape[0])), default=0)
+    return max((max_label(labels[i]) for i in range(labels.shape[0])), default=0)
+
+
+def painted_ids(history_item: Any) -> list[int]:
+    """The label values written by one napari paint step (``Labels.events.paint``'s ``value``: a list of
+    atoms, ``(indices, old_values, new_value)`` tuples or masked atoms with a ``new_value``)."""
+    ids: list[int] = []
+    for atom in history_item or ():
+        value = atom.new_value if hasattr(atom, "new_value") else atom[2]
+        value = np.asarray(value)
+        if value.size:
+            ids.append(int(value.max()))
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------- painting
@@ -133,7 +126,7 @@ def paint_masks(
     Args:
         labels: (..., H, W) integer array (numpy, zarr, ...), written in place within the masks' bounding box.
         masks: bool (N, H, W) or (H, W) masks in (row, col) pixels of the slice.
-        ids: N label ids, one per mask (see :func:`next_label_ids`); all > 0.
+        ids: N label ids, one per mask (see ``LabelsTarget.next_ids``); all > 0.
         slice_index: leading indices of the slice to paint (``()`` for a 2D array).
         mode: "keep" or "overwrite".
         feature_rows: optional N features rows (see :func:`features_row`), kept in the record for the ids

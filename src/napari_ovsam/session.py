@@ -89,6 +89,7 @@ class AnnotationSession:
         self.contrast_limits: tuple[float, float] | None = None
         self.target: LabelsTarget | None = None
         self._keys: dict[SliceIndex, CacheKey] = {}
+        self._failures: dict[SliceIndex, str] = {}  # slices whose embedding failed in this setting
         self._restored: CacheKey | None = None
         self._cache_lock = threading.Lock()
         self._labels_lock = threading.Lock()
@@ -102,6 +103,7 @@ class AnnotationSession:
         self.predictor = predictor
         self.fingerprint = fingerprint or model_fingerprint(predictor.model)
         self._keys.clear()
+        self._failures.clear()
         self._restored = None
 
     def _require_predictor(self) -> Any:
@@ -146,6 +148,7 @@ class AnnotationSession:
             raise ValueError(f"An image needs two spatial axes; got shape {data.shape} (rgb={rgb}).")
         self.image, self.rgb = data, bool(rgb)
         self._keys.clear()
+        self._failures.clear()
         self._restored = None
         self.set_contrast_limits(contrast_limits)
 
@@ -155,6 +158,7 @@ class AnnotationSession:
         if limits != self.contrast_limits:
             self.contrast_limits = limits
             self._keys.clear()
+            self._failures.clear()
             self._restored = None
 
     @property
@@ -189,12 +193,36 @@ class AnnotationSession:
         with self._cache_lock:
             return key in self.cache
 
+    def embedding_failure(self, slice_index: SliceIndex) -> str | None:
+        """Why embedding the slice failed in the current setting (model, image, contrast), or None."""
+        return self._failures.get(tuple(slice_index))
+
+    def forget_failures(self) -> None:
+        """Try failed slices again (the user asked, or changed something the failure may depend on)."""
+        self._failures.clear()
+
     def ensure_embedding(self, slice_index: SliceIndex, predictor: Any = None) -> EmbeddingInfo:
-        """Read the slice, and embed it unless the cache has it (worker thread: may run the image encoder)."""
+        """Read the slice, and embed it unless the cache has it (worker thread: may run the image encoder).
+
+        A failure is remembered (see :meth:`embedding_failure`) until the setting changes or
+        :meth:`forget_failures`, so that a caller does not retry an image the model cannot take.
+        """
         slice_index = tuple(int(i) for i in slice_index)
-        started = time.perf_counter()
         # What this computation is for; the GUI may switch model, image or contrast while it runs.
         setting = (self.fingerprint, self.image, self.contrast_limits)
+        try:
+            return self._embed(slice_index, setting, predictor)
+        except Exception as error:
+            if self._is_current(setting):
+                self._failures[slice_index] = str(error) or type(error).__name__
+            raise
+
+    def _is_current(self, setting: tuple[Any, ...]) -> bool:
+        fingerprint, data, limits = setting
+        return self.fingerprint == fingerprint and self.image is data and self.contrast_limits == limits
+
+    def _embed(self, slice_index: SliceIndex, setting: tuple[Any, ...], predictor: Any) -> EmbeddingInfo:
+        started = time.perf_counter()
         encoder = predictor if predictor is not None else self.job_predictor()
         image = self.read_slice(slice_index)
         key = make_key(setting[0], image, setting[2])
@@ -207,8 +235,7 @@ class AnnotationSession:
             with self._cache_lock:
                 self.cache.put(key, state)
             self.encoder_runs += 1
-        fingerprint, data, limits = setting
-        if self.fingerprint == fingerprint and self.image is data and self.contrast_limits == limits:
+        if self._is_current(setting):
             self._keys[slice_index] = key  # else the key names a setting that is gone
         return EmbeddingInfo(key, not cached, time.perf_counter() - started)
 
@@ -332,6 +359,12 @@ class AnnotationSession:
 
     def use_target(self, target: LabelsTarget) -> None:
         self.target = target
+
+    def drop_target(self, target: LabelsTarget) -> None:
+        """The labels of ``target`` are gone (e.g. their layer was deleted): stop writing into them; their
+        undo history goes with them."""
+        if self.target is target:
+            self.target = None
 
     def _require_target(self) -> LabelsTarget:
         if self.target is None:

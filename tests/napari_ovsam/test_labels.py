@@ -9,7 +9,8 @@ from napari_ovsam.labels import (
     empty_features,
     ensure_features,
     features_row,
-    next_label_ids,
+    max_feature_id,
+    max_label,
     paint_masks,
     remove_feature_rows,
     topk_from_row,
@@ -45,19 +46,50 @@ class RecordingArray:
 # ------------------------------------------------------------------------------------------------ ids
 
 
-def test_next_label_ids_from_arrays_and_features(tmp_path):
+def test_max_label_and_max_feature_id(tmp_path):
     import zarr
 
     labels = np.zeros((3, 8, 8), np.uint16)
     labels[2, 1, 1] = 41
-    assert next_label_ids(labels, 3) == [42, 43, 44]
-    assert next_label_ids(np.zeros((4, 4), np.int32), 2) == [1, 2]
+    assert max_label(labels) == 41 and max_label(np.zeros((4, 4), np.int32)) == 0
     stored = zarr.create_array(str(tmp_path / "l.zarr"), shape=labels.shape, dtype="uint16", chunks=(1, 8, 8))
+    assert max_label(stored) == 0  # no chunk stored: nothing to read
     stored[...] = labels
-    assert next_label_ids(stored, 1) == [42]
-    features = add_feature_rows(None, [features_row(7, "ring", 0.9, 0.8)])
-    assert next_label_ids(features, 2) == [8, 9]
-    assert next_label_ids(empty_features(), 1) == [1]
+    assert max_label(stored) == 41
+    assert max_feature_id(add_feature_rows(None, [features_row(7, "ring", 0.9, 0.8)])) == 7
+    assert max_feature_id(empty_features()) == 0
+
+
+def _one_object(slice_index, shape, r0):
+    from napari_ovsam.annotations import ObjectResults
+
+    masks = np.zeros((1, *shape), bool)
+    masks[0, r0 : r0 + 3, 2:5] = True
+    one = np.ones(1, np.float32)
+    return ObjectResults(slice_index, masks, ["a"], one, one, [["a"]], np.ones((1, 1)))
+
+
+def test_new_ids_are_unique_over_a_zarr_stack_painted_by_hand(tmp_path):
+    """Ids painted before the first commit are found by one scan; later brush strokes by paint events; the
+    stack is not read again for later commits."""
+    import zarr
+
+    from napari_ovsam.annotations import LabelsTarget
+
+    stored = zarr.create_array(
+        str(tmp_path / "l.zarr"), shape=(3, 16, 16), dtype="uint32", chunks=(1, 16, 16)
+    )
+    stored[0, 1, 1] = 1  # painted by hand on slice 0, no features row
+    recording = RecordingArray(stored)
+    target = LabelsTarget(recording)
+    [first] = target.commit(_one_object((1,), (16, 16), 4)).label_ids
+    assert first == 2
+    reads = len(recording.reads)
+    stored[2, 0, 0] = 9  # a brush stroke on slice 2, as napari's paint event reports it
+    target.note_painted([(np.array([[2], [0], [0]]), np.array([0]), 9)])
+    [second] = target.commit(_one_object((1,), (16, 16), 10)).label_ids
+    assert second == 10
+    assert len(recording.reads) - reads == 1  # only the committed box was read
 
 
 # ------------------------------------------------------------------------------------------------ painting

@@ -350,3 +350,76 @@ def test_screenshots(viewer, widget, qtbot):
     viewer.reset_view()
     viewer.screenshot(str(DOCS_IMAGES / "widget_stack.png"), canvas_only=False)
     assert image is not None
+
+
+def test_hand_painted_ids_on_a_zarr_stack_stay_unique(viewer, widget, qtbot, tmp_path):
+    stack = sample_stack()[0][0][:3, :96, :96]
+    data = zarr.create_array(
+        str(tmp_path / "s.zarr"), shape=stack.shape, dtype=stack.dtype, chunks=(1, 96, 96)
+    )
+    data[...] = stack
+    viewer.add_image(data, name="stack")
+    load_tiny(qtbot, widget)
+    labels = viewer.layers[_layers.LABELS]
+    assert not isinstance(labels.data, np.ndarray)  # zarr-backed
+    labels.paint((0, 10, 10), 1)  # a brush stroke on slice 0, before any commit
+    viewer.dims.set_point(0, 1)
+    qtbot.waitUntil(lambda: widget.session.embedding_ready((1,)) and not widget.busy, timeout=10000)
+    prompt(viewer, box=[[1, 30, 30], [1, 70, 70]])
+    [first] = widget.commit().label_ids
+    labels.paint((2, 5, 5), 7)  # a later stroke on slice 2: seen through napari's paint event
+    prompt(viewer, box=[[1, 5, 60], [1, 25, 90]])
+    [second] = widget.commit().label_ids
+    assert first == 2 and second == 8
+    assert list(labels.features["label_id"]) == [2, 8]
+
+
+def _nan_image():
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    image[3, 3] = np.nan
+    return image
+
+
+@pytest.mark.parametrize(
+    "image",
+    [_nan_image(), np.random.default_rng(0).random((64, 64)) > 0.5, np.ones((1, 2000), np.float32)],
+    ids=["nan-pixel", "bool", "1x2000"],
+)
+def test_a_failing_embedding_is_reported_once(viewer, widget, qtbot, monkeypatch, image):
+    from napari_ovsam import _widget
+
+    errors = []
+    monkeypatch.setattr(_widget, "show_error", errors.append)
+    load_tiny(qtbot, widget)
+    attempts = []
+    ensure = widget.session.ensure_embedding
+    monkeypatch.setattr(widget.session, "ensure_embedding", lambda *a: attempts.append(a) or ensure(*a))
+    viewer.add_image(image, name="hostile")
+    widget._image.setCurrentText("hostile")
+    idle(qtbot, widget)  # the old widget retried at once, forever: never idle
+    assert len(attempts) == 1
+    if not widget.session.embedding_ready(()):  # the model cannot take this image: one clear message
+        assert len(errors) == 1 and "embedding" in errors[0]
+        prompt(viewer, point=[0, 1])  # live preview of a prompt: no new attempt, the status says why
+        assert len(attempts) == 1 and "press Segment to try again" in widget._status.text()
+        widget._segment_btn.click()  # asking retries once
+        idle(qtbot, widget)
+        assert len(attempts) == 2 and len(errors) == 2
+    good = add_sample(viewer, sample_2d)  # the widget stays usable for other images
+    widget._image.setCurrentText(good.name)
+    qtbot.waitUntil(lambda: widget.session.embedding_ready(()) and not widget.busy, timeout=10000)
+
+
+def test_deleting_the_labels_layer_drops_its_names_and_history(viewer, widget, qtbot):
+    add_sample(viewer, sample_2d)
+    load_tiny(qtbot, widget)
+    prompt(viewer, box=[[150, 30], [220, 100]])
+    assert widget.commit() is not None
+    assert len(viewer.layers[_layers.NAMES].data) == 1
+    viewer.layers.remove(viewer.layers[_layers.LABELS])
+    assert _layers.NAMES not in viewer.layers and widget._table.rowCount() == 0
+    assert widget.undo() is None and widget._status.text() == "Nothing to undo."
+    prompt(viewer, box=[[150, 30], [220, 100]])
+    group = widget.commit()  # a new labels layer, from id 1
+    assert group.label_ids == (1,) and viewer.layers[_layers.LABELS].data.max() == 1
+    assert len(viewer.layers[_layers.NAMES].data) == 1
