@@ -8,67 +8,33 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cuda_graphs import CUDA_GRAPH_MAX_PROMPTS, DecodingGraphs
 from .device import release_freed_memory
 from .image import to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
 from .postprocess import clip_masks_to_boxes, keep_prompted_components
+from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, TorchPrediction, to_prediction
 from .prompts import PromptSet, normalize_prompts
+from .text import vocabulary_embeddings
+from .vocabulary import Vocabulary
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "OVSAMPredictor", "Prediction", "TorchPrediction"]
 
 # Prompts decoded per chunk: bounds memory (SAM's decoder repeats the image embedding per prompt and
-# upsamples each prompt's features to 4x the grid). Small on the CPU, where a chunk's size does not change the
-# cost per prompt (1,000 boxes with ovsam_rn50x16 on two cores: 86 s in chunks of 4, 108-113 s in chunks of 8);
-# larger on a GPU, where it does.
+# upsamples each prompt's features to 4x the grid). Small on the CPU, where a chunk's size does not lower the
+# cost per prompt (benchmarks/README.md, "many prompts"); larger on a GPU, where it does.
 DEFAULT_CHUNK_SIZE = {"cpu": 4, "cuda": 64}
 # Masks brought to the original size per step: each is a float image at the padded model size and one at the
 # original size before it becomes bool, so few at a time.
 UPSCALE_CHUNK_SIZE = 4
-# Box prompts on CUDA are decoded and named by replaying a captured CUDA graph (one per prompt count up to
-# this many): one prompt is otherwise bound by launching some 250 small kernels, not by the GPU's work.
-CUDA_GRAPH_MAX_PROMPTS = 16
 # Half side (input-frame pixels) of the region used to name a point prompt whose mask came out empty.
 _EMPTY_MASK_HALF_BOX = 16.0
-
-
-@dataclass
-class Prediction:
-    """Result of ``OVSAMPredictor.predict`` for N prompts (objects).
-
-    masks: bool (N, M, H, W) at the original image size; M = 3 with multimask output, else 1; sorted by
-        predicted IoU, best first. iou: float32 (N, M). class_ids: int64 (N,) indices into the vocabulary;
-        class_names: N names; scores: float32 (N,) probability of the named class; topk_ids / topk_scores:
-        (N, k) best classes and their probabilities; topk_names: N lists of k names; low_res_logits: float16
-        (N, M, 4g, 4g) mask logits in the padded model-input frame (g = embedding grid; float16 halves what
-        thousands of prompts hold, and the masks are thresholded from the float32 logits before rounding).
-    """
-
-    masks: np.ndarray
-    iou: np.ndarray
-    class_ids: np.ndarray
-    class_names: list[str]
-    scores: np.ndarray
-    topk_ids: np.ndarray
-    topk_scores: np.ndarray
-    topk_names: list[list[str]]
-    low_res_logits: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.class_ids)
-
-
-@dataclass
-class TorchPrediction:
-    """The torch form of ``Prediction`` (no masks at original size): see ``OVSAMPredictor.predict_torch``."""
-
-    low_res_logits: torch.Tensor  # [N, M, 4g, 4g]
-    iou: torch.Tensor  # [N, M]
-    probabilities: torch.Tensor  # [N, K + 1], background last
 
 
 class OVSAMPredictor:
@@ -93,12 +59,11 @@ class OVSAMPredictor:
         self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE.get(model.device.type, 16)
         self.clean_masks = clean_masks
         self.cuda_graphs = cuda_graphs
-        self._graphs: dict[tuple[int, bool], _CapturedDecoding] = {}
-        self._graph_inputs: tuple[object, ...] = ()
+        self._graphs = DecodingGraphs()
         self.features: ImageFeatures | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
-        self.vocabulary = None
+        self.vocabulary: Vocabulary | None = None
         self.text_embeddings: torch.Tensor | None = None
         self.seen: torch.Tensor | None = None
         extras = getattr(model, "checkpoint_extras", None)  # a checkpoint's own vocabulary is the default
@@ -317,35 +282,24 @@ class OVSAMPredictor:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``_decode_and_name`` through a CUDA graph captured for this image, vocabulary and prompt count."""
         assert chunk.boxes is not None
-        inputs = (features, self.text_embeddings, self.seen)
-        same = len(inputs) == len(self._graph_inputs) and all(
-            a is b for a, b in zip(inputs, self._graph_inputs)
-        )
-        if not same:
-            self._forget_graphs()  # captured on other features (predict_torch may be given any)
-            self._graph_inputs = inputs
-        key = (len(chunk), multimask_output)
-        graph = self._graphs.get(key)
-        if graph is None:
-            try:
-                graph = _CapturedDecoding(
-                    lambda boxes: self._decode_and_name(
-                        features, PromptSet(None, None, boxes), multimask_output
-                    ),
-                    chunk.boxes,
-                )
-            except RuntimeError as err:  # an operation that cannot be captured: decode as usual from now on
-                warnings.warn(f"CUDA graph capture failed ({err}); decoding without graphs.", stacklevel=3)
-                self.cuda_graphs = False
-                return self._decode_and_name(features, chunk, multimask_output)
-            self._graphs[key] = graph
-        return graph(chunk.boxes)
+        inputs = (features, self.text_embeddings, self.seen)  # predict_torch may be given any features
+        try:
+            return self._graphs.replay(
+                inputs,
+                (len(chunk), multimask_output),
+                lambda boxes: self._decode_and_name(features, PromptSet(None, None, boxes), multimask_output),
+                chunk.boxes,
+            )
+        except RuntimeError as err:  # an operation that cannot be captured: decode as usual from now on
+            warnings.warn(f"CUDA graph capture failed ({err}); decoding without graphs.", stacklevel=3)
+            self.cuda_graphs = False
+            self._graphs.forget()
+            return self._decode_and_name(features, chunk, multimask_output)
 
     # --------------------------------------------------------------- internals
     def _forget_graphs(self) -> None:
         """Drop the captured graphs and what they were captured on (a new image or vocabulary)."""
-        self._graphs.clear()
-        self._graph_inputs = ()
+        self._graphs.forget()
 
     def _fallback_boxes(self, prompts: PromptSet) -> torch.Tensor:
         """Where a mask comes out empty, name the prompt's own box, or a small box around its first point."""
@@ -369,73 +323,18 @@ class OVSAMPredictor:
             up = self.model.upscale_masks(chunk, self.input_size, self.original_size)
             out[start : start + len(chunk)] = (up > 0).cpu().numpy()
 
-    def _to_numpy(self, result: TorchPrediction, masks: np.ndarray, vocabulary, top_k: int) -> Prediction:
+    def _to_numpy(
+        self, result: TorchPrediction, masks: np.ndarray, vocabulary: Vocabulary, top_k: int
+    ) -> Prediction:
         foreground = result.probabilities[:, :-1]
-        k = min(top_k, foreground.shape[1])
-        topk_scores, topk_ids = foreground.topk(k, dim=1)
-        names = vocabulary.names
-        topk_ids_np = topk_ids.cpu().numpy().astype(np.int64)
-        return Prediction(
-            masks=masks,
-            iou=result.iou.float().cpu().numpy(),
-            class_ids=topk_ids_np[:, 0].copy(),
-            class_names=[names[i] for i in topk_ids_np[:, 0]],
-            scores=topk_scores[:, 0].float().cpu().numpy(),
-            topk_ids=topk_ids_np,
-            topk_scores=topk_scores.float().cpu().numpy(),
-            topk_names=[[names[i] for i in row] for row in topk_ids_np],
-            low_res_logits=result.low_res_logits.cpu().numpy(),
-        )
+        return to_prediction(masks, result.iou, result.low_res_logits, foreground, vocabulary.names, top_k)
 
     def _require_image(self) -> ImageFeatures:
         if self.features is None:
             raise ValueError(NO_IMAGE)
         return self.features
 
-    def _require_vocabulary(self):
+    def _require_vocabulary(self) -> Vocabulary:
         if self.vocabulary is None:
             raise ValueError(NO_VOCABULARY)
         return self.vocabulary
-
-
-class _CapturedDecoding:
-    """A function of a [n, 4] boxes tensor, captured once as a CUDA graph and replayed on new boxes."""
-
-    def __init__(self, fn, boxes: torch.Tensor) -> None:
-        self.boxes = boxes.clone()
-        side = torch.cuda.Stream(device=boxes.device)
-        side.wait_stream(torch.cuda.current_stream(boxes.device))
-        with torch.cuda.stream(side):  # warm-up outside the graph (kernel selection, workspaces)
-            for _ in range(2):
-                fn(self.boxes)
-        torch.cuda.current_stream(boxes.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # other threads may use the GPU
-            self.outputs = fn(self.boxes)
-
-    def __call__(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.boxes.copy_(boxes)
-        self.graph.replay()
-        low_res, iou, probs = self.outputs
-        return low_res.clone(), iou.clone(), probs.clone()
-
-
-NO_IMAGE = "No image is set: call predictor.set_image(image) before predict()."
-NO_VOCABULARY = "No vocabulary is set: call predictor.set_vocabulary(['class a', 'class b, synonym', ...])."
-
-
-def vocabulary_embeddings(vocabulary, text_encoder, text_embeddings=None, cache_dir=None):
-    """(Vocabulary, [K, P, D] float32 text embeddings) from a ``Vocabulary`` or a list of entries; embeddings
-    are computed with ``text_encoder`` (disk-cached) unless given, and must have one row per class."""
-    from .text import encode_vocabulary
-    from .vocabulary import Vocabulary
-
-    if not isinstance(vocabulary, Vocabulary):
-        vocabulary = Vocabulary(list(vocabulary))
-    if text_embeddings is None:
-        text_embeddings = encode_vocabulary(vocabulary, text_encoder, cache_dir=cache_dir)
-    if text_embeddings.shape[0] != len(vocabulary):
-        raise ValueError(
-            f"text_embeddings has {text_embeddings.shape[0]} classes, the vocabulary {len(vocabulary)}."
-        )
-    return vocabulary, text_embeddings.float()

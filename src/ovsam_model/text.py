@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -298,3 +299,34 @@ def encode_vocabulary(
         for synonyms in vocab.synonyms
     ]
     return table[torch.tensor(index)]
+
+
+def vocabulary_embeddings(
+    vocabulary: Vocabulary | str | Sequence[ClassEntry],
+    text_encoder: TextEncoder,
+    text_embeddings: torch.Tensor | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[Vocabulary, torch.Tensor]:
+    """(Vocabulary, float32 [K, P, D] text embeddings) for a predictor's ``set_vocabulary``.
+
+    vocabulary: anything :func:`ovsam_model.vocabulary.as_vocabulary` takes (a text is one class per line);
+    text_embeddings: precomputed [K, P, D] (default: computed with ``text_encoder``, cached on disk); they
+    must have one row per class and the text tower's width.
+    """
+    from .vocabulary import as_vocabulary  # runtime import: vocabulary imports this module
+
+    vocabulary = as_vocabulary(vocabulary)
+    if text_embeddings is None:
+        return vocabulary, encode_vocabulary(vocabulary, text_encoder, cache_dir=cache_dir).float()
+    if not isinstance(text_embeddings, torch.Tensor):
+        text_embeddings = torch.as_tensor(np.asarray(text_embeddings))
+    if text_embeddings.ndim != 3 or text_embeddings.shape[0] != len(vocabulary):
+        raise ValueError(
+            f"text_embeddings must be [K, P, D] with K = {len(vocabulary)} classes, got "
+            f"{tuple(text_embeddings.shape)}; compute them with encode_vocabulary(vocabulary, model.text_encoder)."
+        )
+    if not torch.isfinite(text_embeddings).all():
+        raise ValueError(
+            "text_embeddings hold NaN or infinite values; recompute them with encode_vocabulary."
+        )
+    return vocabulary, text_embeddings.float()

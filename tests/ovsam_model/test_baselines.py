@@ -11,11 +11,11 @@ import torch
 from ovsam_model.baselines import (
     FeatureCropBaseline,
     ImageCropBaseline,
-    _crop_padded,
     build_baseline,
     build_sam,
     build_tiny_sam,
 )
+from ovsam_model.baselines.image_crop import crop_padded
 from ovsam_model.predictor import OVSAMPredictor, Prediction
 
 VOCABULARY = ["nucleus", "rod, bacterium", "ring"]
@@ -129,7 +129,7 @@ def test_image_crop_windows_are_square_enlarged_and_zero_padded():
     x0, y0, x1, y1 = windows[0].tolist()
     assert x1 - x0 == y1 - y0 == 30 and (x0 + x1) / 2 == 20 and (y0 + y1) / 2 == 25
     image = torch.arange(12.0).view(1, 3, 4)
-    crop = _crop_padded(image, [-1, -1, 2, 2])
+    crop = crop_padded(image, [-1, -1, 2, 2])
     assert crop.shape == (1, 3, 3) and crop[0, 0].eq(0).all() and crop[0, 1, 1:].tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="crop_scale"):
         ImageCropBaseline(build_tiny_sam(), *_tiny_clip(), crop_scale=0.5)

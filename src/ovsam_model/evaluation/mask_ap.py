@@ -3,9 +3,9 @@
 A detector's COCO results JSON (``[{"image_id", "bbox": [x, y, w, h], "score", ...}]``, boxes in pixels of the
 original image) gives the box prompts. Each image is given to the predictor at its original resolution and the
 boxes stay in that frame: the predictor scales them to its input frame together with the image (the official
-code fed them unscaled, bug B1). Each mask is named by the predictor (the detector's own ``category_id`` is not
-used); its score is the detector score (``score_mode="detector"``, the default, as the official code kept it)
-or the detector score x the class probability (``"detector_x_class"``).
+code fed ground-truth boxes in the wrong, unscaled frame). Each mask is named by the predictor (the detector's
+own ``category_id`` is not used); its score is the detector score (``score_mode="detector"``, the default, as
+the official code kept it) or the detector score x the class probability (``"detector_x_class"``).
 
 Metrics come from ``COCOeval(iouType="segm")`` on 0..1 (-1 where a subset has no ground truth): AP, AP50,
 AP75, APs, APm, APl, plus AP over base / novel categories and, when the categories carry LVIS ``frequency``
