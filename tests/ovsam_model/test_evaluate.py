@@ -4,7 +4,6 @@ hand-made inputs, and the base/novel split."""
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -227,8 +226,8 @@ def ovcoco_like(tmp_path):
 
 
 def test_ovcoco_split_drops_excluded_classes_and_marks_novel_ones(ovcoco_like):
-    args = build_parser().parse_args(["--ann", str(ovcoco_like), "--split", "ovcoco"])
-    dataset, vocabulary, novel = load_data(args)
+    data = load_data(ovcoco_like, split="ovcoco")
+    dataset, vocabulary, novel = data.dataset, data.vocabulary, data.novel
     assert len(vocabulary) == 65 and len(novel) == 17 and "dog" in novel and "person" not in novel
     assert vocabulary.seen[vocabulary.index("person")] and not vocabulary.seen[vocabulary.index("dog")]
     assert sorted(dataset.category_to_label) == [1, 18]  # traffic light is out
@@ -238,9 +237,8 @@ def test_ovcoco_split_drops_excluded_classes_and_marks_novel_ones(ovcoco_like):
 
 
 def test_base_novel_metrics_with_an_oracle(ovcoco_like):
-    dataset, _, novel = load_data(
-        Namespace(ann=str(ovcoco_like), images=None, split="ovcoco", vocabulary=None)
-    )
+    data = load_data(ovcoco_like, split="ovcoco")
+    dataset, novel = data.dataset, data.novel
 
     class Oracle:  # right masks, names everything "person"
         def set_image(self, image, contrast_limits=None):
