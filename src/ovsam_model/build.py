@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
-from .clip_configs import register_clip_configs
-from .config import OVSAMConfig, load_config
+from .checkpoint import OWN_SUFFIXES, load_own_state, load_pretrained_sources, read_own_checkpoint
+from .clip_build import RANDOM_TAGS, create_clip
+from .config import OVSAMConfig, list_models, load_config
 from .device import resolve_device
 from .modeling.clip2sam import FPN, RegionHead
 from .modeling.clip_trunk import CLIPTrunk
@@ -23,41 +20,6 @@ from .modeling.ovsam import OVSAM, NoIoUHead
 from .modeling.sam2clip import SAM2CLIPAdapter
 
 PathLike = str | Path
-
-
-@contextmanager
-def _quiet_random_init(quiet: bool) -> Iterator[None]:
-    """Silence open_clip's "initialized randomly" warning where random CLIP weights are intended (the tiny
-    config; the demo model, whose weights come from its own checkpoint right after)."""
-    root = logging.getLogger()
-    level = root.level
-    if quiet:
-        root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def _build_clip(config: OVSAMConfig, pretrained: str | None) -> tuple[nn.Module, Any]:
-    register_clip_configs()
-    try:
-        # OpenAI's weights were trained with QuickGELU in the text tower; open_clip wants to be told.
-        with _quiet_random_init(pretrained is None):
-            clip_model = open_clip.create_model(
-                config.clip.model_name,
-                pretrained=pretrained,
-                device="cpu",
-                force_quick_gelu=pretrained == "openai",
-            )
-    except RuntimeError as error:
-        if pretrained is None:
-            raise
-        from .hub import clip_weights_error
-
-        raise clip_weights_error(config.clip.model_name, pretrained, error) from error
-    tokenizer = open_clip.get_tokenizer(config.clip.model_name)
-    return clip_model, tokenizer
 
 
 def _build_decoder(config: OVSAMConfig) -> tuple[PromptEncoder, MaskDecoder, MLP | None]:
@@ -95,10 +57,10 @@ def assemble(config: OVSAMConfig, clip_pretrained: str | None = None) -> OVSAM:
     """Build the modules of ``config`` with random weights, except the CLIP weights named by
     ``clip_pretrained`` (an open_clip tag or a local file; default: the config's own tag)."""
     pretrained = clip_pretrained if clip_pretrained is not None else config.clip.pretrained
-    if pretrained in ("", "none"):
+    if pretrained in RANDOM_TAGS:
         pretrained = None  # explicitly random CLIP weights
     clip_model: Any
-    clip_model, tokenizer = _build_clip(config, pretrained)
+    clip_model, tokenizer = create_clip(config.clip.model_name, pretrained)
     backbone = CLIPTrunk(
         clip_model.visual,
         kind=config.clip.trunk,
@@ -147,14 +109,10 @@ def build_ovsam(
 
     The ``tiny`` config has random weights and needs no files.
     """
-    from .checkpoint import is_own_checkpoint, load_pretrained_sources, read_own_checkpoint
-
-    if isinstance(name_or_config, (str, Path)) and is_own_checkpoint(name_or_config):
-        config, state = read_own_checkpoint(name_or_config)
+    if _is_weights_file(name_or_config):
+        config, state = read_own_checkpoint(name_or_config)  # type: ignore[arg-type]
         model = assemble(config, clip_pretrained)
-        from .checkpoint import load_own_state
-
-        load_own_state(model, state)
+        load_own_state(model, state, origin=str(name_or_config))
     else:
         config = load_config(name_or_config)
         model = assemble(config, clip_pretrained)
@@ -163,3 +121,17 @@ def build_ovsam(
         )
     model.eval()
     return model.to(resolve_device(device))
+
+
+def _is_weights_file(name_or_config: Any) -> bool:
+    """True for a path meant as a checkpoint file (an existing file other than a JSON config, or a path with a
+    weights suffix, existing or not: ``read_own_checkpoint`` then says that it does not exist)."""
+    if not isinstance(name_or_config, (str, Path)):
+        return False
+    path = Path(name_or_config).expanduser()
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a folder, not a model: pass a config name ({', '.join(list_models())}), a JSON config "
+            "or a checkpoint file (e.g. the model.safetensors a training run writes)."
+        )
+    return path.suffix in OWN_SUFFIXES or (path.is_file() and path.suffix != ".json")
