@@ -1,3 +1,5 @@
 """napari plugin: segment and name objects with Open-Vocabulary SAM."""
 
-__version__ = "0.1.0"
+from ovsam_model import __version__  # one version string for the distribution (pyproject reads it there)
+
+__all__ = ["__version__"]

@@ -11,7 +11,7 @@ result = predictor.predict(boxes=[x0, y0, x1, y1])
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version string: pyproject.toml reads it, napari_ovsam re-exports it
 
 # The public names load their modules on first use: importing the package (e.g. for a napari plugin's
 # manifest, or a submodule) does not pay for torch, open_clip and torchvision up front.
