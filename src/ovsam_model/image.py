@@ -51,6 +51,8 @@ def contrast_limits_of(
 ) -> tuple[float, float]:
     """The default contrast limits of an image: percentiles of its finite values."""
     values = np.asarray(image)
+    if values.dtype == bool:
+        values = values.view(np.uint8)
     if values.dtype.kind == "f":
         if not np.isfinite(values).all():
             raise ValueError(
@@ -61,6 +63,21 @@ def contrast_limits_of(
         values = values[::step, ::step]
     lo, hi = np.percentile(values, percentiles)
     return float(lo), float(hi)
+
+
+def check_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, float]:
+    """(low, high) as two finite floats with low <= high, else a ValueError naming what is wrong."""
+    try:
+        lo, hi = (float(v) for v in contrast_limits)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"contrast_limits must be two numbers (low, high) in the image's units, got {contrast_limits!r}."
+        ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"contrast_limits must be finite, got ({lo}, {hi}).")
+    if lo > hi:
+        raise ValueError(f"contrast_limits ({lo}, {hi}) are inverted: give (low, high) with low <= high.")
+    return lo, hi
 
 
 def to_model_rgb(
@@ -95,13 +112,16 @@ def to_model_rgb(
     if image.dtype == np.uint8 and contrast_limits is None:
         out = image.astype(np.float32)
     else:
-        if contrast_limits is None:
-            lo, hi = contrast_limits_of(image, percentiles)
+        if contrast_limits is not None:
+            lo, hi = check_contrast_limits(contrast_limits)
+        elif image.dtype == bool:
+            lo, hi = 0.0, 1.0  # False black, True white
         else:
-            lo, hi = (float(v) for v in contrast_limits)
-        if not hi > lo:
-            hi = lo + 1.0  # a flat image: map it to black rather than divide by zero
-        out = (image.astype(np.float32) - lo) * (255.0 / (hi - lo))
+            lo, hi = contrast_limits_of(image, percentiles)
+        # A flat image (or flat limits) maps to black rather than dividing by zero; the span is relative so
+        # that limits near the int64 range, where lo + 1 == lo in floating point, are flat too.
+        span = hi - lo if hi > lo else max(1.0, abs(lo) * 1e-6)
+        out = (image.astype(np.float64) - lo) * (255.0 / span)
         np.clip(out, 0.0, 255.0, out=out)
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)

@@ -55,8 +55,12 @@ class OVSAMPredictor:
         clean_masks: bool = True,
         cuda_graphs: bool = True,
     ) -> None:
+        if chunk_size is not None and not (_is_int(chunk_size) and chunk_size >= 1):
+            raise ValueError(
+                f"chunk_size must be a whole number >= 1 (or None for the default), got {chunk_size!r}."
+            )
         self.model = model
-        self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE.get(model.device.type, 16)
+        self.chunk_size = int(chunk_size or DEFAULT_CHUNK_SIZE.get(model.device.type, 16))
         self.clean_masks = clean_masks
         self.cuda_graphs = cuda_graphs
         self._graphs = DecodingGraphs()
@@ -79,7 +83,7 @@ class OVSAMPredictor:
         """(h, w) after resizing the longest side of (H, W) to the model's image size."""
         h, w = original_size
         scale = self.model.config.image_size / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
+        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))  # a 1 x 2000 strip keeps a row
 
     def prepare_image(
         self, image: np.ndarray, contrast_limits: Sequence[float] | None = None
@@ -94,7 +98,11 @@ class OVSAMPredictor:
 
     @torch.no_grad()
     def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> None:
-        """Encode an image (see ``ovsam_model.image`` for the contrast rule) and cache its features."""
+        """Encode an image (see ``ovsam_model.image`` for the contrast rule) and cache its features.
+
+        image: (H, W) or (H, W, C) array (or anything ``np.asarray`` takes) of an integer, float or bool dtype.
+        """
+        image = np.asarray(image)
         tensor = self.prepare_image(image, contrast_limits)
         self._forget_graphs()
         self.features = self.model.encode_image(tensor[None].to(self.device))
@@ -123,23 +131,59 @@ class OVSAMPredictor:
 
     def set_image_embedding(self, state: dict[str, Any]) -> None:
         """Restore a state from ``get_image_embedding`` (e.g. from a cache), checking it fits this model."""
+        original_size, input_size = self._check_embedding_state(state)
         tensors = {
-            k: torch.as_tensor(np.asarray(v), dtype=torch.float32, device=self.device)[None]
-            for k, v in state.items()
-            if k not in ("original_size", "input_size")
+            k: torch.as_tensor(np.asarray(state[k]), dtype=torch.float32, device=self.device)[None]
+            for k in self._feature_shapes()
         }
-        expected = (self.model.config.adapter.out_chans, self.model.config.embedding_size)
-        embedding = tensors.get("embedding")
-        if embedding is None or (embedding.shape[1], embedding.shape[-1]) != expected:
-            got = None if embedding is None else tuple(embedding.shape[1:])
-            raise ValueError(
-                f"This image embedding does not fit the model '{self.model.config.name}' "
-                f"(embedding {got}, expected channels/grid {expected}); recompute it with this model."
-            )
         self._forget_graphs()
         self.features = ImageFeatures.from_tensors(tensors)
-        self.original_size = tuple(state["original_size"])  # type: ignore[assignment]
-        self.input_size = tuple(state["input_size"])  # type: ignore[assignment]
+        self.original_size, self.input_size = original_size, input_size
+
+    def _feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The (C, h, w) of every array of an image state of this model."""
+        config = self.model.config
+        size, grid = config.image_size, config.embedding_size
+        shapes = {"embedding": (config.adapter.out_chans, grid, grid)}
+        shapes["clip_top"] = (config.clip.channels[-1], size // 32, size // 32)
+        for level in range(4):
+            side = size // (4 * 2**level)
+            shapes[f"fpn_{level}"] = (config.head.fpn_channels, side, side)
+        return shapes
+
+    def _check_embedding_state(self, state: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(original_size, input_size) of a ``get_image_embedding`` state, after checking that it fits."""
+        name = self.model.config.name
+        advice = f"recompute it with this model ('{name}'): predictor.set_image(image)."
+        if not isinstance(state, dict):
+            raise ValueError(f"An image embedding state is the dict get_image_embedding() returns; {advice}")
+        arrays = {k: np.asarray(v) for k, v in state.items() if k not in ("original_size", "input_size")}
+        for key, shape in self._feature_shapes().items():
+            got = arrays.get(key)
+            if got is None or got.shape != shape:
+                found = None if got is None else got.shape
+                raise ValueError(
+                    f"This image embedding does not fit the model '{name}': {key} is {found}, "
+                    f"expected {shape}; {advice}"
+                )
+            if got.dtype.kind not in "fiu" or not np.isfinite(got).all():
+                raise ValueError(f"This image embedding's {key} holds NaN, infinite or non-numbers; {advice}")
+        sizes = []
+        for key in ("original_size", "input_size"):
+            value = state.get(key)
+            if not (
+                isinstance(value, Sequence) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value)
+            ):
+                raise ValueError(
+                    f"This image embedding's {key} must be (height, width) in pixels, got {value!r}."
+                )
+            sizes.append((int(value[0]), int(value[1])))
+        if self.input_size_for(sizes[0]) != sizes[1]:
+            raise ValueError(
+                f"This image embedding's input_size {sizes[1]} does not match its original_size {sizes[0]} "
+                f"for the model '{name}' (expected {self.input_size_for(sizes[0])}); {advice}"
+            )
+        return sizes[0], sizes[1]
 
     # -------------------------------------------------------------- vocabulary
     def set_vocabulary(
@@ -159,6 +203,13 @@ class OVSAMPredictor:
         vocabulary, text_embeddings = vocabulary_embeddings(
             vocabulary, self.model.text_encoder, text_embeddings, cache_dir
         )
+        width = self.model.config.embed_dim
+        if text_embeddings.shape[-1] != width:
+            raise ValueError(
+                f"text_embeddings have {text_embeddings.shape[-1]} features per synonym; the model "
+                f"'{self.model.config.name}' names regions with {width}: compute them with this model's "
+                "text tower (ovsam_model.text.encode_vocabulary(vocabulary, model.text_encoder))."
+            )
         flags = list(seen) if seen is not None else list(vocabulary.seen)
         if len(flags) != len(vocabulary):
             raise ValueError(f"seen has {len(flags)} flags for {len(vocabulary)} classes.")
@@ -190,6 +241,8 @@ class OVSAMPredictor:
         features = self._require_image()
         vocabulary = self._require_vocabulary()
         assert self.original_size is not None and self.input_size is not None
+        if not (_is_int(top_k) and top_k >= 1):
+            raise ValueError(f"top_k must be a whole number >= 1 (alternatives per object), got {top_k!r}.")
         prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
         torch_prompts = prompts.to_input_frame(self.original_size, self.input_size, self.device)
         # Chunk by chunk, so that only the bool masks and a float16 copy of the low-resolution logits are
@@ -338,3 +391,8 @@ class OVSAMPredictor:
         if self.vocabulary is None:
             raise ValueError(NO_VOCABULARY)
         return self.vocabulary
+
+
+def _is_int(value: object) -> bool:
+    """A whole number (Python or numpy integer), not a bool or a float."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -84,11 +84,26 @@ def normalize_prompts(
             f"{len(pts)} point groups and {len(bxs)} boxes: with both, each object needs one of each "
             "(points (N, P, 2), boxes (N, 4))."
         )
+    if pts is not None and lbl is not None and bxs is None and not (lbl == 1).any(axis=1).all():
+        group = int(np.argmin((lbl == 1).any(axis=1)))
+        raise ValueError(
+            f"Point group {group} has no positive point: without a box, each object needs at least one "
+            "positive point (label 1); negative points only say where the object is not."
+        )
     return NumpyPrompts(pts, lbl, bxs)
 
 
+def _as_float_array(name: str, value: object) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be numbers (an array of pixel coordinates), got {value!r:.80}."
+        ) from None
+
+
 def _check_points(points, point_labels, image_size) -> tuple[np.ndarray, np.ndarray]:
-    pts = np.asarray(points, dtype=np.float32)
+    pts = _as_float_array("points", points)
     if pts.ndim == 2:
         pts = pts[None]
     if pts.ndim != 3 or pts.shape[-1] != 2 or pts.shape[1] == 0:
@@ -97,7 +112,7 @@ def _check_points(points, point_labels, image_size) -> tuple[np.ndarray, np.ndar
         )
     if point_labels is None:
         raise ValueError("point_labels are required with points (1 = positive, 0 = negative).")
-    lbl = np.asarray(point_labels, dtype=np.float32)
+    lbl = _as_float_array("point_labels", point_labels)
     if lbl.ndim == 1 and len(pts) == 1:
         lbl = lbl[None]
     if lbl.shape != pts.shape[:2]:
@@ -124,7 +139,7 @@ def _check_points(points, point_labels, image_size) -> tuple[np.ndarray, np.ndar
 
 
 def _check_boxes(boxes, image_size) -> np.ndarray:
-    bxs = np.asarray(boxes, dtype=np.float32)
+    bxs = _as_float_array("boxes", boxes)
     if bxs.ndim == 1:
         bxs = bxs[None]
     if bxs.ndim != 2 or bxs.shape[1] != 4:

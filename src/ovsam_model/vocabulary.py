@@ -74,9 +74,10 @@ class Vocabulary:
     """
 
     def __init__(self, classes: Sequence[ClassEntry], seen: Sequence[bool] | None = None) -> None:
-        if isinstance(classes, str):
-            raise TypeError(
-                "classes must be a sequence of class entries; for text use Vocabulary.from_text()."
+        if isinstance(classes, str) or not isinstance(classes, Sequence):
+            raise ValueError(
+                f"classes must be a list of class entries such as ['nucleus', 'cell, blob'], got "
+                f"{classes!r:.60}; for text (one class per line) use Vocabulary.from_text()."
             )
         parsed = [_parse_entry(entry, f"class {i + 1}") for i, entry in enumerate(classes)]
         if not parsed:
@@ -181,12 +182,25 @@ class Vocabulary:
 
 
 def as_vocabulary(value: Vocabulary | str | Sequence[ClassEntry]) -> Vocabulary:
-    """Coerce a :class:`Vocabulary`, a text (one class per line) or a list of class entries."""
+    """The one coercion every API that takes a vocabulary uses: a :class:`Vocabulary` as it is, a text as one
+    class per line (so ``"cat"`` is one class, not three), a list or tuple as one entry per class.
+
+    Raises:
+        ValueError: anything else (None, a number, ...), or what the constructor refuses.
+    """
     if isinstance(value, Vocabulary):
         return value
     if isinstance(value, str):
         return Vocabulary.from_text(value)
-    return Vocabulary(value)
+    if isinstance(value, Sequence):
+        return Vocabulary(value)
+    tolist = getattr(value, "tolist", None)  # a numpy array or pandas Series of names
+    if callable(tolist) and isinstance(entries := tolist(), list):
+        return Vocabulary(entries)
+    raise ValueError(
+        f"A vocabulary is a list of class entries (['nucleus', 'cell, blob']), a text with one class per "
+        f"line, or a Vocabulary; got {type(value).__name__} {value!r:.60}."
+    )
 
 
 def list_presets() -> list[str]:
@@ -208,7 +222,7 @@ def _parse_entry(entry: ClassEntry, where: str) -> tuple[str, ...]:
         if any("," in piece for piece in pieces):
             raise ValueError(f"{where} ({list(entry)!r}): a synonym may not contain a comma.")
     else:
-        raise TypeError(
+        raise ValueError(
             f"{where}: expected a string 'name, synonym, ...' or a list of strings, got {entry!r}."
         )
     synonyms: dict[str, str] = {}

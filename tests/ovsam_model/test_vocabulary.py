@@ -125,7 +125,7 @@ def test_bad_arguments_raise() -> None:
         Vocabulary(["a", "b"], seen=[True])
     with pytest.raises(ValueError, match="comma"):
         Vocabulary([["a, b"]])
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="from_text"):
         Vocabulary("nucleus, rod")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Unknown vocabulary preset"):
         Vocabulary.preset("imagenet")
