@@ -144,6 +144,10 @@ def test_one_baseline_alone(synthetic, tmp_path, capsys):
         (["--baseline", "image_crop", "--sam", "vit_b"], "sam_vit_b_01ec64.pth"),
         (["--model", "no_such_config"], "cannot build ovsam"),
         (["--split", "ovcoco", "--vocabulary", "demo"], "vocabulary is empty"),
+        (["--max-detections", "0"], "--max-detections must be at least 1"),
+        (["--protocol", "det-box", "--detections", "missing.json"], "missing.json"),
+        (["--max-images", "two"], "invalid int value"),
+        (["--split", "coco"], "invalid choice"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(synthetic, capsys, argv, message):
@@ -271,3 +275,10 @@ def test_markdown_marks_undefined_and_missing_values():
     }
     table = markdown_report(report)
     assert "| OV-SAM | 50.0 | n/a |" in table and "| image-crop baseline | 25.0 | – |" in table
+
+
+def test_missing_annotation_file_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        main(["--model", "tiny", "--ann", str(tmp_path / "nope.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and "nope.json" in err and "Traceback" not in err
