@@ -1,8 +1,12 @@
 """npe2 reader for COCO instance-segmentation JSON (ours with RLE masks, or any file with polygons/RLE).
 
-``napari_get_reader(path)`` answers ``None`` for anything else and never raises: napari asks every reader
-about every file it opens. It parses the JSON once (files up to :data:`MAX_PARSE_BYTES`; larger ones are
-sniffed from their first bytes and parsed when read) and hands the parsed dict to the returned function.
+``napari_get_reader(path)`` answers ``None`` for anything that is not a COCO instance file and never raises:
+napari asks every reader about every file it opens. It parses the JSON once (files up to
+:data:`MAX_PARSE_BYTES`; larger ones are sniffed from their first bytes and parsed when read) and hands the
+parsed dict to the returned function. That function checks every entry and raises one ``ValueError`` naming
+the file, the entry and the fault (napari shows it); the layers are described in
+:mod:`napari_ovsam.coco_layers` (multi-image files from CVAT, Label Studio, Roboflow or COCO open with their
+images).
 """
 
 from __future__ import annotations
@@ -10,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from .coco_io import coco_to_labels, looks_like_coco
+from .coco_io import looks_like_coco
+from .coco_layers import coco_layer_data
 
 MAX_PARSE_BYTES = 256 * 2**20
 SNIFF_BYTES = 2**16
@@ -68,8 +72,5 @@ def _lazy_reader(path: str | list[str]) -> list[LayerData]:
 
 
 def _layer_data(coco: dict[str, Any], path: str) -> list[LayerData]:
-    """One Labels layer: the labels, their features table, and ``metadata['ovsam']`` for the widget/writer."""
-    labels, features, metadata = coco_to_labels(coco)
-    metadata["source_path"] = str(path)
-    attributes = {"name": Path(path).stem, "features": features, "metadata": {"ovsam": metadata}}
-    return [(labels, attributes, "labels")]
+    """The file's layers (``metadata['ovsam']`` of each Labels layer is for the widget and the writer)."""
+    return coco_layer_data(coco, str(path))

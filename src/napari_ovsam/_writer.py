@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .coco_io import category_names, features_to_json, labels_to_coco
-from .labels import ensure_features
+from .features import ensure_features
 
 MAX_TILE = 4096  # zarr chunks cover a whole slice up to this many pixels per side
 
@@ -35,17 +35,20 @@ def write_coco(path: str, data: Any, attributes: dict) -> list[str]:
         ``[path]`` (``.json`` appended when the path has no suffix).
     """
     target = _with_suffix(path, ".json")
-    labels = _full_resolution(data)
+    labels = _checked_layer(data, attributes, "COCO JSON")
     ovsam = _ovsam_metadata(attributes)
     vocabulary = _vocabulary_entries(ovsam.get("vocabulary"))
     image_name = str(ovsam.get("image_name") or attributes.get("name") or Path(target).stem)
-    coco = labels_to_coco(
-        labels,
-        attributes.get("features"),
-        vocabulary_names=category_names(vocabulary),
-        image_name=image_name,
-        vocabulary=vocabulary,
-    )
+    try:
+        coco = labels_to_coco(
+            labels,
+            attributes.get("features"),
+            vocabulary_names=category_names(vocabulary),
+            image_name=image_name,
+            vocabulary=vocabulary,
+        )
+    except ValueError as err:
+        raise ValueError(f"Cannot save {_layer_name(attributes)} as COCO JSON: {err}") from None
     with _atomic_file(target) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(coco, handle)
@@ -61,7 +64,7 @@ def write_label_tiff(path: str, data: Any, attributes: dict) -> list[str]:
     import tifffile
 
     target = _with_suffix(path, ".tif")
-    labels = _full_resolution(data)
+    labels = _checked_layer(data, attributes, "a label TIFF")
     metadata = {"axes": _axes(labels.ndim), "ovsam": _provenance(attributes)}
     with _atomic_file(target) as tmp:
         tifffile.imwrite(
@@ -88,7 +91,7 @@ def write_label_zarr(path: str, data: Any, attributes: dict) -> list[str]:
     import zarr
 
     target = Path(_with_suffix(path, ".zarr"))
-    labels = _full_resolution(data)
+    labels = _checked_layer(data, attributes, "a label zarr")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
@@ -121,9 +124,55 @@ def _with_suffix(path: str, suffix: str) -> str:
 
 def _full_resolution(data: Any) -> Any:
     """A Labels layer's array; level 0 of a multiscale list."""
-    if isinstance(data, (list, tuple)):
+    if isinstance(data, (list, tuple)) and data:
         return data[0]
     return data
+
+
+def _layer_name(attributes: Any) -> str:
+    name = attributes.get("name") if isinstance(attributes, dict) else None
+    return repr(name) if name else "the labels layer"
+
+
+def _checked_layer(data: Any, attributes: Any, what: str) -> Any:
+    """The full-resolution labels array, after checking the layer; else ``ValueError("Cannot save ...")``."""
+    labels = _full_resolution(data)
+    problem = None
+    if not isinstance(attributes, dict):
+        problem = f"the layer attributes must be a dict, got {type(attributes).__name__}"
+    elif not (hasattr(labels, "shape") and hasattr(labels, "dtype")):
+        problem = f"labels must be an array, got {type(labels).__name__}"
+    elif np.dtype(labels.dtype).kind not in "biu":
+        problem = f"labels must be integers (a Labels layer), got dtype {np.dtype(labels.dtype)}"
+    elif len(labels.shape) < 2:
+        problem = f"labels must have at least 2 dimensions (H, W), got shape {tuple(labels.shape)}"
+    elif 0 in tuple(labels.shape):
+        problem = f"labels must not be empty, got shape {tuple(labels.shape)}"
+    else:
+        problem = _attribute_problem(attributes)
+    if problem:
+        raise ValueError(f"Cannot save {_layer_name(attributes)} as {what}: {problem}.")
+    return labels
+
+
+def _attribute_problem(attributes: dict) -> str | None:
+    import pandas as pd  # the napari extra's dependency, as the features table
+
+    features = attributes.get("features")
+    if features is not None and not isinstance(features, (pd.DataFrame, dict)):
+        return f"features must be a table (pandas DataFrame), got {type(features).__name__}"
+    metadata = attributes.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return f"metadata must be a dict, got {type(metadata).__name__}"
+    ovsam = (metadata or {}).get("ovsam")
+    if ovsam is not None and not isinstance(ovsam, dict):
+        return f"metadata['ovsam'] must be a dict, got {type(ovsam).__name__}"
+    vocabulary = (ovsam or {}).get("vocabulary")
+    if not (
+        vocabulary is None or isinstance(vocabulary, (str, list, tuple)) or hasattr(vocabulary, "to_text")
+    ):
+        return f"the vocabulary must be text or a list of entries, got {type(vocabulary).__name__}"
+    return None
 
 
 def _ovsam_metadata(attributes: dict) -> dict:

@@ -184,10 +184,6 @@ def test_foreign_multi_image_coco_becomes_a_stack_and_uncompressed_rle_is_read()
             "images": [{"id": 1, "height": 4, "width": 4}],
             "annotations": [{"image_id": 1, "bbox": [0, 0, 1, 1]}],
         },
-        {
-            "images": [{"id": 1, "height": 4, "width": 4}, {"id": 2, "height": 5, "width": 4}],
-            "annotations": [{"image_id": 1, "segmentation": [[0, 0, 1, 0, 1, 1]]}],
-        },
         {"images": "x", "annotations": None},
     ],
 )
@@ -195,6 +191,23 @@ def test_looks_like_coco_rejects(obj):
     assert not looks_like_coco(obj)
 
 
+def test_looks_like_coco_claims_multi_size_and_broken_files_for_the_reader_to_refuse():
+    two_sizes = {
+        "images": [{"id": 1, "height": 4, "width": 4}, {"id": 2, "height": 5, "width": 4}],
+        "annotations": [{"id": 1, "image_id": 1, "segmentation": [[0, 0, 1, 0, 1, 1]]}],
+    }
+    assert looks_like_coco(two_sizes)
+    assert looks_like_coco({**two_sizes, "annotations": [{"segmentation": None}]})  # broken: refused on read
+    assert looks_like_coco({"images": [{"id": 1}], "annotations": [], "categories": []})
+
+
 def test_coco_to_labels_needs_images():
     with pytest.raises(ValueError, match="no images"):
         coco_to_labels({"images": [], "annotations": []})
+    with pytest.raises(ValueError, match=r"different sizes.*each image becomes its own layer"):
+        coco_to_labels(
+            {
+                "images": [{"id": 1, "height": 4, "width": 4}, {"id": 2, "height": 5, "width": 4}],
+                "annotations": [],
+            }
+        )

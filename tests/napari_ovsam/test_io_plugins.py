@@ -184,7 +184,8 @@ def test_reader_takes_a_single_path_list_and_foreign_coco(tmp_path):
     }
     path.write_text(json.dumps(coco))
     reader = napari_get_reader([str(path)])
-    [(labels, meta, _)] = reader([str(path)])
+    with pytest.warns(UserWarning, match=r"1 of 1 images not found \(e.g. a.png\); looked in"):
+        [(labels, meta, _)] = reader([str(path)])
     assert labels.shape == (10, 10) and labels[4, 4] == 1
     assert list(meta["features"]["class_name"]) == ["rod"]
     assert meta["metadata"]["ovsam"]["source"] == "coco"

@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from scipy import ndimage
 
+from ovsam_model.data.coco_checks import check_segmentation, validate_coco
 from ovsam_model.data.prompts import sample_prompts
 from ovsam_model.data.stacks import PathLike, load_image
 from ovsam_model.data.transforms import (
@@ -61,7 +62,11 @@ def normalize_name(name: str) -> str:
 
 
 def read_coco_json(ann_file: PathLike) -> dict[str, Any]:
-    """Read and validate a COCO/LVIS instance JSON; errors name the file and the faulty entry."""
+    """Read and validate a COCO/LVIS instance JSON; errors name the file and the faulty entry.
+
+    Every entry is checked before anything is decoded (:func:`ovsam_model.data.coco_checks.validate_coco`):
+    ids, sizes, polygons inside the image with finite coordinates, RLE counts covering the image.
+    """
     path = Path(ann_file)
     if not path.is_file():
         raise FileNotFoundError(f"Annotation file not found: {path}")
@@ -82,6 +87,7 @@ def read_coco_json(ann_file: PathLike) -> dict[str, Any]:
     for image in data["images"]:
         if "file_name" not in image and "coco_url" not in image:
             raise ValueError(f"{path}: image entry {image['id']} has neither 'file_name' nor 'coco_url'.")
+    validate_coco(data, str(path))
     return data
 
 
@@ -151,7 +157,12 @@ def image_file(image: Mapping[str, Any], image_root: Path) -> tuple[Path, int | 
 
 
 def ann_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """Decode polygons or (un)compressed RLE to a bool (height, width) mask, skipping degenerate polygons."""
+    """Decode polygons or (un)compressed RLE to a bool (height, width) mask, skipping degenerate polygons.
+
+    The segmentation is checked first (finite coordinates inside the image, RLE counts covering it): a bad one
+    raises ``ValueError`` instead of reaching pycocotools.
+    """
+    check_segmentation(segmentation, height, width)
     if isinstance(segmentation, list):
         polygons = [p for p in segmentation if len(p) >= 6 and len(p) % 2 == 0]
         if not polygons:
@@ -159,10 +170,9 @@ def ann_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
         rle = mask_utils.frPyObjects(segmentation, height, width)
-    elif isinstance(segmentation, dict) and "counts" in segmentation:
-        rle = segmentation
     else:
-        raise ValueError(f"Unsupported segmentation {type(segmentation).__name__}: expected polygons or RLE.")
+        counts = segmentation["counts"]
+        rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
     return mask_utils.decode(rle).astype(bool)
 
 

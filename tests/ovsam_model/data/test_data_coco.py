@@ -151,6 +151,9 @@ def test_error_messages_name_the_file(tiny_coco: dict[str, Any], tmp_path: Path)
     with pytest.raises(FileNotFoundError, match=r"gone.tif \(image_id 2 of .*moved.json\)"):
         ds[1]
     wrong_size = dict(data, images=[dict(data["images"][0], height=41), data["images"][1]])
+    with pytest.raises(ValueError, match=r"size.json: annotation 2: RLE 'size' \[40, 60\] is not the image"):
+        CocoInstanceDataset(_write(tmp_path / "size.json", wrong_size), root)
+    wrong_size["annotations"] = data["annotations"][:1] + data["annotations"][3:]  # polygon only in image 1
     with pytest.raises(ValueError, match=r"a.png: image is \(40, 60\) but .*says"):
         CocoInstanceDataset(_write(tmp_path / "size.json", wrong_size), root).load_original(0)
 
@@ -218,3 +221,55 @@ def test_lvis_style_entries(tmp_path: Path) -> None:
     ds = CocoInstanceDataset(ann_file, tmp_path, class_names=["Aerosol can"], train=False)
     assert ds.records[0].path == tmp_path / "train2017" / "000000000009.tif"
     assert ds[0]["labels"].tolist() == [0]
+
+
+def _edit_ann(key: str, value: Any, k: int = 0) -> Any:
+    return lambda d: d["annotations"][k].__setitem__(key, value)
+
+
+def _edit_rle_counts(d: dict[str, Any]) -> None:
+    short = np.zeros((20, 60), np.uint8, order="F")  # image 1 is 40 x 60: half its pixels
+    d["annotations"][1]["segmentation"] = dict(_rle(short), size=[40, 60])
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode()}
+
+
+LOADER_ROWS = [
+    ("nan polygon", _edit_ann("segmentation", [[5, float("nan"), 25, 5, 25, 20]]), "annotation 1: polygon 0"),
+    ("infinite polygon", _edit_ann("segmentation", [[5, 5, float("inf"), 5, 25, 20]]), "non-finite"),
+    ("huge polygon", _edit_ann("segmentation", [[5, 5, 1e9, 5, 25, 20]]), "outside the 60 x 40 image"),
+    ("short RLE", _edit_rle_counts, "annotation 2: RLE counts cover 1200 pixels"),
+    ("unknown category", _edit_ann("category_id", 9), "annotation 1: 'category_id' 9 is not in"),
+    ("unknown image", _edit_ann("image_id", 9), "annotation 1: 'image_id' 9 is not in 'images'"),
+    ("string id", _edit_ann("id", "one"), "its 'id' must be an integer"),
+    ("duplicate id", _edit_ann("id", 1, k=1), "annotation id 1 appears twice"),
+    ("huge width", lambda d: d["images"][0].__setitem__("width", 10**12), "image 1: 'width' must be in"),
+    ("bool height", lambda d: d["images"][0].__setitem__("height", True), "'height' must be an integer"),
+    ("category id", lambda d: d["categories"][0].__setitem__("id", -1), "category -1: its 'id'"),
+    ("bbox", _edit_ann("bbox", [0, 0, "a", 1]), "'bbox' must be a flat list of numbers"),
+]
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [r[1:] for r in LOADER_ROWS], ids=[r[0] for r in LOADER_ROWS])
+def test_loader_refuses_malformed_coco_before_decoding(
+    tiny_coco: dict[str, Any], tmp_path: Path, edit: Any, fragment: str
+) -> None:
+    data = json.loads(json.dumps(tiny_coco["data"]))
+    edit(data)
+    path = _write(tmp_path / "bad.json", data)
+    with pytest.raises(ValueError) as caught:
+        CocoInstanceDataset(path, tiny_coco["root"])
+    assert str(path) in str(caught.value) and fragment in str(caught.value), str(caught.value)
+
+
+def test_ann_to_mask_checks_before_decoding() -> None:
+    from ovsam_model.data.coco import ann_to_mask
+
+    with pytest.raises(ValueError, match="non-finite"):
+        ann_to_mask([[1, 1, float("nan"), 1, 3, 3]], 10, 10)
+    with pytest.raises(ValueError, match="RLE counts cover 50 pixels"):
+        ann_to_mask({"size": [10, 10], "counts": [50]}, 10, 10)
+    assert ann_to_mask([[1, 1, 8, 1, 8, 8]], 10, 10).sum() > 0
