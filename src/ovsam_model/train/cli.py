@@ -6,37 +6,53 @@ Examples:
     python -m ovsam_model.train --stage clip2sam --model ovsam_rn50x16 --train-ann coco/train.json \\
         --train-images coco/train2017 --base-classes ovcoco --seen-only-classifier --output-dir runs/clip2sam
     torchrun --nproc_per_node 8 -m ovsam_model.train --stage clip2sam ...
+
+A run writes OUTPUT_DIR/model.safetensors (the trained model, loadable with build_ovsam(path)), metrics.jsonl,
+the resume state last.pt and the marker ovsam_run.json. Ctrl-C saves the resume state at the current step;
+--resume continues from it exactly.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from .clip2sam import Clip2SamLossConfig
+from .options import (
+    BASE_CLASS_SPLITS,
+    PRECISIONS,
+    STAGE_DEFAULTS,
+    DataOptions,
+    ModelOptions,
+    OptimOptions,
+    RunOptions,
+    TeacherOptions,
+    TrainConfig,
+)
+from .outputs import RESUME_STATE
+from .run import train
+from .sam2clip import SAM_TEACHERS
 
-from ..build import assemble, build_ovsam
-from ..config import load_config
-from ..device import resolve_device
-from .engine import Schedule, StageLoss, Trainer, init_distributed, is_main, trainable_parameters
-
-# Official defaults per stage: (epochs, grad clip, schedule).
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sam2clip": {"epochs": 24, "grad_clip": 5.0, "schedule": "cosine"},
-    "clip2sam": {"epochs": 12, "grad_clip": 0.01, "schedule": "step"},
-    "end2end": {"epochs": 12, "grad_clip": 1.0, "schedule": "cosine"},
-}
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ovsam_model.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, message)
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """Print ``prog: error: message`` as one line on stderr and exit with status 2."""
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stage",
         choices=sorted(STAGE_DEFAULTS),
@@ -58,9 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sam-checkpoint", default=None, help="SAM sam_vit_*.pth (prompt encoder, teacher)")
     p.add_argument("--clip-pretrained", default=None, help="open_clip tag or file; 'none' for random")
-    p.add_argument("--output-dir", required=True, help="where checkpoints and metrics.jsonl go")
-    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty output dir")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-dir", required=True, help="where the model, metrics.jsonl and last.pt go")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run's outputs in --output-dir (only the files a run writes; a folder that is "
+        "not a run's output is refused)",
+    )
+    p.add_argument("--resume", action="store_true", help=f"continue exactly from OUTPUT_DIR/{RESUME_STATE}")
+    p.add_argument(
+        "--save-every-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"also save the resume state {RESUME_STATE} every N steps (default 0: at epoch ends and on Ctrl-C)",
+    )
+    p.add_argument("--save-half", action="store_true", help="store the final checkpoint in fp16")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--train-ann", help="COCO/LVIS instance JSON (clip2sam, end2end)")
     data.add_argument("--train-images", help="image root for --train-ann (default: its folder)")
@@ -70,11 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--image-list", help="text file listing images under --images (sam2clip)")
     data.add_argument(
         "--base-classes",
+        choices=BASE_CLASS_SPLITS,
         default=None,
-        help="'ovcoco' or 'lvis': train on base classes only (novel instances removed)",
+        help="train on base classes only (novel instances removed)",
     )
-    data.add_argument("--num-prompts", type=int, default=40, help="prompts per image")
-    data.add_argument("--box-fraction", type=float, default=21 / 40, help="share of box prompts")
+    data.add_argument("--num-prompts", type=int, default=40, help="prompts per image (at least 1)")
+    data.add_argument("--box-fraction", type=float, default=21 / 40, help="share of box prompts (0 to 1)")
     data.add_argument("--box-jitter", type=float, default=0.0, help="box noise, fraction of box size")
     data.add_argument("--points-per-prompt", type=int, default=1, help="positive points per point prompt")
     data.add_argument(
@@ -85,16 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="random resize range (0.1 2.0 for LVIS)",
     )
     data.add_argument("--workers", type=int, default=2, help="data loader workers per process")
+
+
+def _add_optim_args(p: argparse.ArgumentParser) -> None:
     opt = p.add_argument_group("optimisation (official defaults)")
-    opt.add_argument("--epochs", type=int, default=None, help="default 24 (sam2clip) / 12 (clip2sam)")
+    opt.add_argument(
+        "--epochs", type=int, default=None, help="default 24 (sam2clip) / 12 (clip2sam, end2end)"
+    )
     opt.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    opt.add_argument("--batch-size", type=int, default=2, help="images per process")
+    opt.add_argument("--batch-size", type=int, default=2, help="images per process (at most the image count)")
     opt.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     opt.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
     opt.add_argument("--warmup-iters", type=int, default=500, help="linear warm-up iterations")
     opt.add_argument("--lr-steps", type=int, nargs="*", default=[8, 11], help="epochs of x0.1 (clip2sam)")
-    opt.add_argument("--grad-clip", type=float, default=None, help="max grad L2 norm (5.0 / 0.01)")
-    opt.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast")
+    opt.add_argument("--grad-clip", type=float, default=None, help="max grad L2 norm (5.0 / 0.01 / 1.0)")
+    opt.add_argument("--precision", default="fp32", choices=PRECISIONS, help="autocast (fp16: CUDA only)")
+
+
+def _add_loss_args(p: argparse.ArgumentParser) -> None:
     loss = p.add_argument_group("clip2sam losses")
     loss.add_argument("--cls-weight", type=float, default=2.0, help="class cross-entropy weight")
     loss.add_argument("--mask-weight", type=float, default=5.0, help="point-sampled BCE weight")
@@ -124,9 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mask unseen classes out of the training softmax (instead of negatives)",
     )
-    dist_group = p.add_argument_group("sam2clip teacher")
-    dist_group.add_argument("--teacher", default="vit_h", help="vit_h | vit_l | vit_b | tiny")
-    dist_group.add_argument("--teacher-cache", default=None, help="dir for fp16 teacher features")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    teacher = p.add_argument_group("sam2clip teacher")
+    teacher.add_argument(
+        "--teacher", default="vit_h", choices=SAM_TEACHERS, help="SAM image encoder to distil"
+    )
+    teacher.add_argument("--teacher-cache", default=None, help="dir for fp16 teacher features")
     run = p.add_argument_group("run")
     run.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -134,153 +183,97 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
     run.add_argument("--val-every", type=int, default=1, help="epochs between validations (0 = never)")
     run.add_argument("--val-max-images", type=int, default=50, help="images per validation")
-    run.add_argument("--save-half", action="store_true", help="store the final checkpoint in fp16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m ovsam_model.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for add in (
+        _add_model_args,
+        _add_output_args,
+        _add_data_args,
+        _add_optim_args,
+        _add_loss_args,
+        _add_run_args,
+    ):
+        add(p)
     return p
 
 
-def prepare_output_dir(path: Path, *, overwrite: bool, resume: bool, main: bool) -> None:
-    """Refuse to write into a non-empty directory unless resuming or told to overwrite."""
-    if resume:
-        if not (path / "last.pt").is_file():
-            raise FileNotFoundError(f"--resume: no {path / 'last.pt'} to continue from.")
-        return
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"Output directory {path} is not empty; pass --overwrite to replace it or --resume to continue."
-            )
-        if main:
-            shutil.rmtree(path)
-    if main:
-        path.mkdir(parents=True, exist_ok=True)
-
-
-def build_model(args: argparse.Namespace, device: torch.device):
-    if args.from_scratch:
-        model = assemble(load_config(args.model), args.clip_pretrained)
-        if args.sam_checkpoint:
-            from ..checkpoint import load_pretrained_sources
-
-            load_pretrained_sources(
-                model,
-                checkpoint=None,
-                sam_checkpoint=args.sam_checkpoint,
-                download=True,
-                use_config_sources=False,
-            )
-        return model.to(device)
-    return build_ovsam(
-        args.model,
-        checkpoint=args.init_checkpoint,
-        sam_checkpoint=args.sam_checkpoint,
-        clip_pretrained=args.clip_pretrained,
-        device=device,
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The typed ``TrainConfig`` of parsed arguments (the stage's defaults fill --epochs / --grad-clip)."""
+    defaults = STAGE_DEFAULTS[args.stage]
+    return TrainConfig(
+        stage=args.stage,
+        model=ModelOptions(
+            name=args.model,
+            init_checkpoints=list(args.init_checkpoint or []),
+            from_scratch=args.from_scratch,
+            sam_checkpoint=args.sam_checkpoint,
+            clip_pretrained=args.clip_pretrained,
+        ),
+        data=DataOptions(
+            **{name: getattr(args, name) for name in ("train_ann", "train_images", "val_ann", "val_images")},
+            **{name: getattr(args, name) for name in ("images", "image_list", "base_classes", "num_prompts")},
+            **{name: getattr(args, name) for name in ("box_fraction", "box_jitter", "points_per_prompt")},
+            resize_ratio=(args.resize_ratio[0], args.resize_ratio[1]),
+            workers=args.workers,
+        ),
+        optim=OptimOptions(
+            epochs=defaults.epochs if args.epochs is None else args.epochs,
+            grad_clip=defaults.grad_clip if args.grad_clip is None else args.grad_clip,
+            **{name: getattr(args, name) for name in ("max_steps", "batch_size", "lr", "weight_decay")},
+            **{name: getattr(args, name) for name in ("warmup_iters", "lr_steps", "precision")},
+        ),
+        loss=Clip2SamLossConfig(
+            **{
+                name: getattr(args, name)
+                for name in ("cls_weight", "mask_weight", "dice_weight", "num_points")
+            },
+            **{
+                name: getattr(args, name)
+                for name in ("roi_from_prediction", "roi_min_iou", "roi_clean_clicks")
+            },
+            background_weight=args.background_weight,
+        ),
+        seen_only_classifier=args.seen_only_classifier,
+        teacher=TeacherOptions(kind=args.teacher, cache=args.teacher_cache),
+        run=RunOptions(
+            **{
+                name: getattr(args, name)
+                for name in ("output_dir", "overwrite", "resume", "device", "threads")
+            },
+            **{name: getattr(args, name) for name in ("seed", "log_every", "save_every_steps", "val_every")},
+            val_max_images=args.val_max_images,
+            save_half=args.save_half,
+        ),
     )
 
 
-def make_loader(dataset, args: argparse.Namespace, rank: int, world: int):
-    from ..data.coco import collate_instances
-
-    sampler: DistributedSampler | None = (
-        DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed) if world > 1 else None
-    )
-    generator = torch.Generator().manual_seed(args.seed)
-    return DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=args.workers,
-        collate_fn=collate_instances,
-        drop_last=True,
-        generator=generator,
-        persistent_workers=args.workers > 0,
-    )
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) once into a ``TrainConfig``."""
+    return config_from_args(build_parser().parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    defaults = STAGE_DEFAULTS[args.stage]
-    args.epochs = args.epochs if args.epochs is not None else defaults["epochs"]
-    args.grad_clip = args.grad_clip if args.grad_clip is not None else defaults["grad_clip"]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = resolve_device(args.device)
-    rank, world = init_distributed(device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", rank % torch.cuda.device_count())
-    output_dir = Path(args.output_dir)
-    prepare_output_dir(output_dir, overwrite=args.overwrite, resume=args.resume, main=is_main(rank))
-    if world > 1:
-        torch.distributed.barrier()
+    """Run ``python -m ovsam_model.train``; returns the last validation results.
 
-    from .stages import setup_stage
-
-    model = build_model(args, device)
-    stage = setup_stage(args, model)
-    named = trainable_parameters(model, "end2end" if args.stage == "end2end" else args.stage)
-    loader = make_loader(stage.dataset, args, rank, world)
-    steps_per_epoch = len(loader)
-    total = args.max_steps or args.epochs * steps_per_epoch
-    schedule = Schedule(
-        total_steps=total,
-        warmup_steps=min(args.warmup_iters, max(1, total // 10)),
-        kind=defaults["schedule"],
-        milestones=tuple(e * steps_per_epoch for e in args.lr_steps),
-    )
-    trainer = Trainer(
-        StageLoss(model, stage.loss_fn, stage.extra),
-        named,
-        output_dir=output_dir,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        schedule=schedule,
-        grad_clip=args.grad_clip,
-        precision=args.precision,
-        rank=rank,
-        world_size=world,
-        log_every=args.log_every,
-    )
-    if args.resume:
-        trainer.load_resume(output_dir / "last.pt")
-    if is_main(rank):
-        trainer.log(
-            {
-                "event": "start",
-                "stage": args.stage,
-                "model": model.config.name,
-                "world_size": world,
-                "steps_per_epoch": steps_per_epoch,
-                "total_steps": total,
-                "resumed_at": trainer.state.step,
-            }
+    Bad options, data or output folders end the process with one line on stderr and status 2 (nothing is
+    written then); Ctrl-C saves the resume state and ends it with status 130.
+    """
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(argv))
+    try:
+        return train(config)
+    except KeyboardInterrupt:
+        state = Path(config.run.output_dir) / RESUME_STATE
+        saved = (
+            f"the resume state is in {state}; continue with --resume" if state.is_file() else "nothing saved"
         )
-    results: dict[str, Any] = {}
-    while trainer.state.epoch < args.epochs and trainer.state.step < total:
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(trainer.state.epoch)
-        if hasattr(stage.dataset, "set_epoch"):
-            stage.dataset.set_epoch(trainer.state.epoch)
-        trainer.train_epoch(loader, num_batches=steps_per_epoch, max_steps=total)
-        trainer.state.epoch += 1
-        trainer.save_resume()
-        if (
-            is_main(rank)
-            and stage.validate is not None
-            and args.val_every
-            and (trainer.state.epoch % args.val_every == 0 or trainer.state.step >= total)
-        ):
-            results = stage.validate(model)
-            trainer.log({"event": "val", "epoch": trainer.state.epoch, "step": trainer.state.step, **results})
-    if is_main(rank):
-        stage.save(
-            model,
-            output_dir / "model.pt",
-            {"stage": args.stage, "steps": trainer.state.step, "epochs": trainer.state.epoch, "val": results},
-        )
-        trainer.log({"event": "done", "step": trainer.state.step, "checkpoint": str(output_dir / "model.pt")})
-    if world > 1:
-        trainer.check_replicas_in_sync()
-        torch.distributed.destroy_process_group()
-    return results
+        print(f"Interrupted: {saved}.", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except (ValueError, OSError) as error:
+        fail(parser.prog, str(error))

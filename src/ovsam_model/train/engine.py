@@ -1,4 +1,10 @@
-"""The training loop shared by both stages: optimiser, schedule, AMP, DDP, resume, logs and checkpoints."""
+"""The training loop shared by the stages: optimiser, schedule, AMP, DDP, exact resume, interrupts, logs.
+
+Resuming is exact: the resume state (``last.pt``) holds the trainable weights, optimiser, scheduler, gradient
+scaler, RNG states and the position in the epoch; the data order of an epoch depends only on (seed, epoch)
+(``ResumableSampler``) and the dataset's augmentation on (seed, epoch, index), so a run interrupted after step
+k and resumed takes the same steps as one that never stopped.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,21 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from ..modeling.ovsam import OVSAM
@@ -146,17 +156,73 @@ class StageLoss(nn.Module):
         return self.fn(self.model, batch)
 
 
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (order seeded by (seed, epoch), also for one process) that can skip the first
+    ``skip`` samples of this rank's share of the epoch: a run resumed mid-epoch sees the batches the
+    interrupted one had not reached yet (skip whole batches: ``skip = batches done x batch size``)."""
+
+    def __init__(self, dataset: Dataset, *, world_size: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self.skip)
+
+
+class InterruptRequest:
+    """Turns the first Ctrl-C (SIGINT) into a request to stop after the current step, so the resume state is
+    saved at a step boundary; a second Ctrl-C interrupts at once. A no-op outside the main thread (signal
+    handlers can only be installed there)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C goes through
+
+    def __enter__(self) -> InterruptRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 @dataclass
 class LoopState:
+    """Where the run is: optimiser steps done, the epoch in progress, and steps done in that epoch."""
+
     step: int = 0
     epoch: int = 0
+    epoch_step: int = 0
+
+
+def read_resume_state(path: Path) -> dict[str, Any]:
+    """The resume state written by ``Trainer.save_resume`` (a torch file: optimiser states are nested dicts
+    of tensors; read with ``weights_only=True``, so nothing in it can run code)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"--resume: cannot read the resume state {path} ({error}).") from error
+    if not isinstance(payload, dict) or not {"weights", "optimizer", "step", "epoch"} <= set(payload):
+        raise ValueError(f"--resume: {path} is not a resume state written by python -m ovsam_model.train.")
+    return payload
 
 
 class Trainer:
     """Runs ``loss_fn`` over batches with AdamW, a schedule, gradient clipping, AMP and DDP.
 
-    Writes ``metrics.jsonl`` (one JSON object per logged step / validation) and ``last.pt`` (resume state:
-    trainable weights, optimiser, step, epoch, RNG) to ``output_dir`` on rank 0.
+    Writes ``metrics.jsonl`` (one JSON object per logged step / validation) and ``last.pt`` (the resume state,
+    see ``save_resume``) to ``output_dir`` on rank 0: at epoch ends, every ``save_every_steps`` steps
+    (0: never mid-epoch) and when the run is interrupted.
     """
 
     def __init__(
@@ -173,6 +239,8 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         log_every: int = 10,
+        save_every_steps: int = 0,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.loss_module = loss_module
         self.model = loss_module.model
@@ -186,7 +254,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         self.rank, self.world_size = rank, world_size
         self.log_every = log_every
+        self.save_every_steps = save_every_steps
+        self.options = options or {}  # the run's options, stored in the resume state
         self.state = LoopState()
+        self.interrupt: InterruptRequest | None = None
         self.ddp: nn.Module | None = None
         if world_size > 1:
             self.ddp = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
@@ -196,6 +267,8 @@ class Trainer:
         return {n: p.detach().clone() for n, p in self.named_params}
 
     def save_resume(self) -> None:
+        """Write ``last.pt`` atomically: trainable weights, the trunk's and adapter's buffers (BN statistics),
+        optimiser, scheduler, gradient scaler, the loop position, RNG states and the run's options (JSON)."""
         if not is_main(self.rank):
             return
         payload = {
@@ -203,20 +276,23 @@ class Trainer:
             "buffers": {n: b for n, b in self.model.named_buffers() if n.startswith(("backbone.", "neck."))},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "step": self.state.step,
             "epoch": self.state.epoch,
+            "epoch_step": self.state.epoch_step,
             "rng": rng_state(),
+            "options": json.dumps(self.options),
         }
         tmp = self.output_dir / "last.pt.tmp"
         torch.save(payload, tmp)
         os.replace(tmp, self.output_dir / "last.pt")
 
-    def load_resume(self, path: Path) -> None:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+    def restore(self, payload: dict[str, Any], where: Path) -> None:
+        """Continue from a resume state (``read_resume_state``) exactly where it was saved."""
         params = dict(self.named_params)
         missing = sorted(set(params) - set(payload["weights"]))
         if missing:
-            raise ValueError(f"{path} does not fit this model/stage: missing {missing[:5]}...")
+            raise ValueError(f"--resume: {where} does not fit this model/stage: missing {missing[:5]}.")
         with torch.no_grad():
             for name, value in payload["weights"].items():
                 params[name].copy_(value)
@@ -225,7 +301,9 @@ class Trainer:
                 buffers[name].copy_(value)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        self.state = LoopState(step=payload["step"], epoch=payload["epoch"])
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.state = LoopState(payload["step"], payload["epoch"], payload.get("epoch_step", 0))
         set_rng_state(payload["rng"])
 
     def check_replicas_in_sync(self) -> None:
@@ -243,6 +321,30 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------- loop
+    def _stop_requested(self) -> bool:
+        """Whether any rank was asked to stop (ranks must stop at the same step under DDP)."""
+        stop = self.interrupt is not None and self.interrupt.requested
+        if self.world_size > 1:
+            flag = torch.tensor([float(stop)], device=self.model.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def _optimizer_step(self, batch: list[dict[str, Any]]) -> tuple[dict[str, float], torch.Tensor]:
+        step_module = self.ddp if self.ddp is not None else self.loss_module
+        with autocast_context(self.precision, self.model.device):
+            loss, logs = step_module(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.named_params], self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.state.step += 1
+        self.state.epoch_step += 1
+        return logs, grad_norm
+
     def train_epoch(
         self,
         batches: Iterable[list[dict[str, Any]]],
@@ -251,11 +353,16 @@ class Trainer:
         max_steps: int | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
-        """One pass over ``batches``; stops early at ``max_steps`` (total optimiser steps)."""
-        step_module = self.ddp if self.ddp is not None else self.loss_module
+        """The rest of the epoch in ``batches``; stops early at ``max_steps`` (total optimiser steps).
+
+        Raises:
+            KeyboardInterrupt: after the step during which Ctrl-C was pressed (the state is at a step
+                boundary: the caller saves it).
+        """
         self.model.train()
         bar = tqdm(
             total=num_batches,
+            initial=self.state.epoch_step,
             disable=not is_main(self.rank),
             desc=f"epoch {self.state.epoch}",
             dynamic_ncols=True,
@@ -265,31 +372,20 @@ class Trainer:
         for batch in batches:
             if max_steps is not None and self.state.step >= max_steps:
                 break
-            with autocast_context(self.precision, self.model.device):
-                loss, logs = step_module(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.named_params], self.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.state.step += 1
+            logs, grad_norm = self._optimizer_step(batch)
             images += len(batch) * self.world_size
             throughput = images / max(time.perf_counter() - start, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.3f}", img_s=f"{throughput:.2f}")
             if self.state.step % self.log_every == 0:
-                self.log(
-                    {
-                        "step": self.state.step,
-                        "epoch": self.state.epoch,
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm),
-                        "images_per_s": throughput,
-                        **logs,
-                    }
-                )
+                lr = self.scheduler.get_last_lr()[0]
+                record = {"step": self.state.step, "epoch": self.state.epoch, "lr": lr}
+                self.log(record | {"grad_norm": float(grad_norm), "images_per_s": throughput, **logs})
+            if self.save_every_steps and self.state.step % self.save_every_steps == 0:
+                self.save_resume()
             if on_step is not None:
                 on_step(self.state.step)
+            if self._stop_requested():
+                bar.close()
+                raise KeyboardInterrupt
         bar.close()

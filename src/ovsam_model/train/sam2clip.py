@@ -15,6 +15,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
+from ..hub import resolve_source
 from ..modeling.ovsam import OVSAM
 
 SAM_TEACHERS = ("vit_h", "vit_l", "vit_b", "tiny")
@@ -51,8 +52,6 @@ def build_teacher(kind: str, model: OVSAM, sam_checkpoint: str | None = None) ->
         )
     else:
         if sam_checkpoint is None:
-            from ..hub import resolve_source
-
             sam_checkpoint = str(resolve_source(f"sam_{kind}"))
         encoder = sam_model_registry[kind](checkpoint=sam_checkpoint).image_encoder
     if (config.adapter.out_chans, config.image_size) != (encoder.neck[0].out_channels, encoder.img_size):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ovsam_model.build import build_ovsam
+from ovsam_model.checkpoint import read_own_checkpoint
 from ovsam_model.train.cli import main
 
 
@@ -39,7 +40,7 @@ def test_clip2sam_trains_only_its_parts_and_writes_a_checkpoint(train_data, tmp_
         )
     )
     assert {"box_miou", "point_miou", "box_acc", "point_acc"} <= set(results)
-    model = build_ovsam(out / "model.pt", device="cpu")
+    model = build_ovsam(out / "model.safetensors", device="cpu")
     after = model.state_dict()
     for name, value in before.items():
         frozen = name.startswith(("backbone.", "clip_text.", "neck.", "prompt_encoder."))
@@ -68,15 +69,17 @@ def test_resume_continues_instead_of_restarting(train_data, tmp_path, base_args)
     assert steps == [1, 2, 3, 4]  # the second run took steps 3 and 4, it did not start over
 
 
-def test_existing_output_dir_is_never_overwritten_silently(train_data, tmp_path, base_args):
+def test_existing_output_dir_is_never_overwritten_silently(train_data, tmp_path, base_args, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(SystemExit) as info:
         main(base_args(train_data, out, "--stage", "clip2sam", "--max-steps", "1"))
+    assert info.value.code == 2 and "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "user data"
-    with pytest.raises(FileNotFoundError, match="last.pt"):
+    with pytest.raises(SystemExit):
         main(base_args(train_data, tmp_path / "fresh", "--stage", "clip2sam", "--resume"))
+    assert "last.pt" in capsys.readouterr().err
 
 
 def test_sam2clip_distils_the_adapter_with_a_teacher_cache(train_data, tmp_path):
@@ -124,9 +127,9 @@ def test_end2end_trains_the_trunk_of_a_from_scratch_model(train_data, tmp_path, 
     args = base_args(train_data, out, "--stage", "end2end", "--max-steps", "2", "--from-scratch")
     args[args.index("tiny")] = str(config_path)
     main(args)
-    model = build_ovsam(out / "model.pt", device="cpu")
+    model = build_ovsam(out / "model.safetensors", device="cpu")
     assert not model.backbone.frozen
-    state = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    state = read_own_checkpoint(out / "model.safetensors")[1]["state_dict"]
     assert any(k.startswith("backbone.visual.") for k in state)  # a from-scratch trunk is stored
 
 
@@ -141,7 +144,7 @@ def test_clip2sam_trains_on_cuda(train_data, tmp_path, base_args, precision):
     # fp16: the gradient scaler starts high and skips the first steps whose gradients overflow (norm inf/nan)
     settled = steps if precision != "fp16" else steps[-4:]
     assert all(np.isfinite(r["grad_norm"]) for r in settled)
-    assert build_ovsam(out / "model.pt", device="cpu").checkpoint_extras.vocabulary.names
+    assert build_ovsam(out / "model.safetensors", device="cpu").checkpoint_extras.vocabulary.names
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -185,7 +188,7 @@ def test_torchrun_two_cpu_processes_stay_in_sync(train_data, tmp_path, base_args
     assert sync[0]["checksums"][0] == sync[0]["checksums"][1]
     start = next(r for r in records if r.get("event") == "start")
     assert start["world_size"] == 2 and start["steps_per_epoch"] == 2  # 4 images / (2 ranks x 1)
-    assert (out / "model.pt").is_file() and not list(out.glob("*.tmp"))
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.tmp"))
 
 
 def test_training_rois_follow_the_prediction_only_where_it_matches_the_gt():
