@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then lint (ruff), type-check (mypy) and run the whole test suite (GUI tests under Xvfb).
+# Set up, then lint (ruff), type-check (mypy) and run the whole test suite (GUI tests under Xvfb); without
+# arguments, then the wheel smoke test (scripts/smoke_wheel.sh). Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v xvfb-run >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -13,7 +14,12 @@ bash scripts/setup.sh
 # The Qt binding the qt extra installs (an older checkout's .venv may also hold PyQt5, which qtpy would pick).
 export QT_API="${QT_API:-pyqt6}"
 export HF_HUB_OFFLINE=1
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks scripts
+.venv/bin/ruff format --check src tests benchmarks scripts
 .venv/bin/mypy
-exec xvfb-run -a .venv/bin/python -m pytest "$@"
+xvfb-run -a .venv/bin/python -m pytest "$@"
+# The whole suite (no arguments, as CI runs it) also checks what `pip install napari-ovsam` gives: the wheel,
+# installed alone into a fresh environment, runs the demo, validates its manifest and drives the widget.
+if [ "$#" -eq 0 ]; then
+    bash scripts/smoke_wheel.sh
+fi

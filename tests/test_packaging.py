@@ -3,15 +3,13 @@ code loads at run time, the top-level manifest, the licence and the metadata the
 
 The list of runtime files is derived from the source tree (every file in the package folders that is not
 Python source or bytecode), so a data file added later without its package-data entry fails here. The builds
-run offline, without build isolation (the installed setuptools), like ``scripts/smoke_wheel.sh``.
+run offline, without build isolation (the installed setuptools), by the steps of ``scripts/smoke_wheel.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
-import shutil
-import subprocess
-import sys
 import tarfile
 import zipfile
 from email.parser import Parser
@@ -26,6 +24,12 @@ from ovsam_model import config, hub
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
+# The build steps CI runs before its smoke test (checkout copy, sdist, wheel from the sdist), imported from
+# the script so both build the same way.
+_spec = importlib.util.spec_from_file_location("smoke_wheel", ROOT / "scripts" / "smoke_wheel.py")
+assert _spec is not None and _spec.loader is not None
+smoke_wheel = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(smoke_wheel)
 PACKAGES = ("ovsam_model", "napari_ovsam")
 # The folders the code reads data from, by the code's own constants (presets: vocabulary.py reads them
 # through importlib.resources from the package's "presets" folder).
@@ -52,47 +56,16 @@ def package_files(src: Path) -> tuple[set[str], set[str]]:
     return data, modules
 
 
-def checkout_copy(dest: Path) -> Path:
-    """Copy the files a fresh checkout has (tracked, or untracked but not ignored) to ``dest``.
-
-    Building from a copy keeps build outputs out of the tree, and leaves out what a fresh checkout lacks: a stale
-    ``*.egg-info/SOURCES.txt`` from an editable install would otherwise feed files into the sdist that the
-    package-data misses."""
-    if not (ROOT / ".git").exists():  # e.g. the tests of an unpacked sdist: it is a clean tree already
-        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", ".*")
-        return Path(shutil.copytree(ROOT, dest / "tree", symlinks=True, ignore=ignore))
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True, timeout=60,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, listed):
-        source = ROOT / name
-        if not (source.is_file() or source.is_symlink()):
-            continue  # deleted in the working tree
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target, follow_symlinks=False)
-    return dest
-
-
-def build(source: Path, out: Path, *which: str) -> dict[str, Path]:
-    """Build ``which`` ("--sdist", "--wheel"; none: the sdist, then the wheel from it) offline into ``out``."""
-    command = [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), *which, str(source)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {path.suffix: path for path in out.iterdir()}
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The files of a fresh checkout (what is expected is read from it, not from the live tree)."""
-    return checkout_copy(tmp_path_factory.mktemp("tree"))
+    return smoke_wheel.checkout_copy(tmp_path_factory.mktemp("tree"))
 
 
 @pytest.fixture(scope="module")
 def built(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{".gz": sdist, ".whl": wheel}; the wheel is built from the sdist, so it also proves the sdist builds."""
-    return build(tree, tmp_path_factory.mktemp("dist"))
+    return smoke_wheel.build(tree, tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
@@ -190,11 +163,13 @@ def test_one_version_string() -> None:
 
 def test_a_file_left_out_of_package_data_is_caught(tmp_path: Path) -> None:
     """The same check on a copy of the tree whose package-data forgets configs/clip (the bug of issue 11)."""
-    copy = checkout_copy(tmp_path / "tree")
+    copy = smoke_wheel.checkout_copy(tmp_path / "tree")
     pyproject = (copy / "pyproject.toml").read_text()
     assert '"configs/clip/*.json", ' in pyproject
     (copy / "pyproject.toml").write_text(pyproject.replace('"configs/clip/*.json", ', ""))
-    wheel = build(copy, tmp_path / "dist")[".whl"]  # as the fixture: sdist, then the wheel from it
+    wheel = smoke_wheel.build(copy, tmp_path / "dist")[
+        ".whl"
+    ]  # as the fixture: sdist, then the wheel from it
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     data, _ = package_files(copy / "src")
