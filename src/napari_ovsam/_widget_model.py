@@ -145,7 +145,7 @@ def _load_model(source: str, device: str, vocabulary: Any) -> tuple[Any, Any, An
     """Worker: build the model and its predictor, and encode the vocabulary (the slow parts of loading)."""
     from ovsam_model.build import build_ovsam
     from ovsam_model.predictor import OVSAMPredictor
-    from ovsam_model.vocabulary import encode_vocabulary
+    from ovsam_model.text import encode_vocabulary
 
     if Path(source).suffix and not Path(source).is_file():
         raise FileNotFoundError(f"No checkpoint at {source}: choose an existing .pt file.")

@@ -1,8 +1,9 @@
 """``AnnotationSession``: the plugin's state and logic without Qt or napari (the widget is a view on it).
 
 It holds the predictor, the vocabulary and its ``unknown`` threshold, the embedding cache, the current image
-(a possibly lazy array, read one slice at a time) and the labels being written (:class:`LabelsTarget`: the
-labels array, its features table, the undo history and where class names are drawn).
+(a possibly lazy array, read one slice at a time) and the labels of every image annotated so far
+(:class:`LabelsTarget`: the labels array, its features table, the undo history and where class names are
+drawn); one of them is the :attr:`~AnnotationSession.target` being written.
 
 Threads: everything may run on the GUI thread except :meth:`ensure_embedding`, :meth:`iter_precompute` and
 :meth:`iter_propagate`, which run the image encoder and belong in a worker. Each of those uses its own shallow
@@ -11,7 +12,7 @@ writes to the labels take a lock that :meth:`commit` and :meth:`undo` refuse to 
 
 Coordinates: slices are named by ``slice_index``, the tuple of leading (non-spatial) indices of the image
 layer (``()`` for 2D); masks are (H, W) in (row, col); prompts cross into the model's (x, y) frame only in
-:mod:`napari_ovsam.conversions`.
+:mod:`napari_ovsam.prompts`.
 """
 
 from __future__ import annotations
@@ -19,30 +20,24 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .annotations import CommitGroup, LabelsTarget, ObjectResults, SliceIndex
+from ovsam_model.text import encode_vocabulary
+from ovsam_model.vocabulary import as_vocabulary
+
 from .cache import CacheKey, EmbeddingCache, make_key, model_fingerprint
-from .coco_io import UNKNOWN_CLASS
-from .conversions import GroupRule, ObjectPrompt, batch_prompts, collect_prompts
-from .labels import PaintMode
-from .precompute import precompute_stack
+from .naming import UNKNOWN_CLASS, name_for
+from .painting import PaintMode
+from .prompts import GroupRule, ObjectPrompt, batch_prompts, collect_prompts
+from .propagation import PropagationSettings, PropagationStep, propagate_objects
+from .results import ObjectResults, SliceIndex
+from .targets import CommitGroup, LabelsTarget
 
-if TYPE_CHECKING:
-    from .propagation import PropagationSettings, PropagationStep
-
-__all__ = [
-    "AnnotationSession",
-    "CommitGroup",
-    "EmbeddingInfo",
-    "LabelsTarget",
-    "ObjectResults",
-    "SessionBusy",
-]
+__all__ = ["AnnotationSession", "EmbeddingInfo", "SessionBusy"]
 
 
 class SessionBusy(RuntimeError):
@@ -65,7 +60,7 @@ class AnnotationSession:
         predictor: an ``OVSAMPredictor`` (or None until a model is loaded).
         cache: the embedding cache (default: 16 slices in memory).
         unknown_threshold: objects whose class score is below it are named ``unknown``.
-        top_k: alternatives kept per object. group: the prompt grouping rule (see ``conversions``).
+        top_k: alternatives kept per object. group: the prompt grouping rule (see ``prompts.group_points``).
     """
 
     def __init__(
@@ -88,6 +83,7 @@ class AnnotationSession:
         self.rgb = False
         self.contrast_limits: tuple[float, float] | None = None
         self.target: LabelsTarget | None = None
+        self._targets: list[LabelsTarget] = []  # every attached labels array, with its history
         self._keys: dict[SliceIndex, CacheKey] = {}
         self._failures: dict[SliceIndex, str] = {}  # slices whose embedding failed in this setting
         self._restored: CacheKey | None = None
@@ -119,12 +115,11 @@ class AnnotationSession:
 
     @property
     def vocabulary(self) -> Any:
+        """The predictor's ``Vocabulary`` (None until a model is loaded)."""
         return None if self.predictor is None else self.predictor.vocabulary
 
     def encode_vocabulary(self, vocabulary: Any) -> Any:
         """Text embeddings [K, P, D] of a vocabulary with the model's text tower (slow: run in a worker)."""
-        from ovsam_model.vocabulary import as_vocabulary, encode_vocabulary
-
         return encode_vocabulary(as_vocabulary(vocabulary), self._require_predictor().model.text_encoder)
 
     def set_vocabulary(self, vocabulary: Any, *, text_embeddings: Any = None) -> None:
@@ -132,8 +127,6 @@ class AnnotationSession:
 
         Objects already committed keep their names.
         """
-        from ovsam_model.vocabulary import as_vocabulary
-
         self._require_predictor().set_vocabulary(as_vocabulary(vocabulary), text_embeddings=text_embeddings)
 
     # ------------------------------------------------------------------------------------------ image
@@ -169,6 +162,7 @@ class AnnotationSession:
 
     @property
     def leading_shape(self) -> tuple[int, ...]:
+        """The image's leading (non-spatial) axes: ``(Z,)`` for a (Z, H, W) stack, ``()`` for 2D."""
         return self.labels_shape[:-2]
 
     def _require_image(self) -> Any:
@@ -211,7 +205,7 @@ class AnnotationSession:
         # What this computation is for; the GUI may switch model, image or contrast while it runs.
         setting = (self.fingerprint, self.image, self.contrast_limits)
         try:
-            return self._embed(slice_index, setting, predictor)
+            return self._embed(slice_index, setting, predictor, load=True)
         except Exception as error:
             if self._is_current(setting):
                 self._failures[slice_index] = str(error) or type(error).__name__
@@ -221,14 +215,17 @@ class AnnotationSession:
         fingerprint, data, limits = setting
         return self.fingerprint == fingerprint and self.image is data and self.contrast_limits == limits
 
-    def _embed(self, slice_index: SliceIndex, setting: tuple[Any, ...], predictor: Any) -> EmbeddingInfo:
+    def _embed(
+        self, slice_index: SliceIndex, setting: tuple[Any, ...], predictor: Any, *, load: bool
+    ) -> EmbeddingInfo:
+        """Embed a slice unless cached; ``load``: bring a disk hit into memory (for the next prompt)."""
         started = time.perf_counter()
         encoder = predictor if predictor is not None else self.job_predictor()
         image = self.read_slice(slice_index)
         key = make_key(setting[0], image, setting[2])
         with self._cache_lock:
             # A hit on disk is read into memory here, in the worker, so the first prompt reads no file.
-            cached = self.cache.get(key) is not None
+            cached = (self.cache.get(key) is not None) if load else key in self.cache
         if not cached:
             encoder.set_image(image, contrast_limits=setting[2])
             state = encoder.get_image_embedding()
@@ -254,48 +251,22 @@ class AnnotationSession:
             self._restored = key
         return predictor
 
-    def stack_view(self, slice_index: SliceIndex) -> _AxisView:
-        """The slices along the last leading axis through ``slice_index`` (the z axis of (..., Z, H, W))."""
-        if not self.leading_shape:
-            raise ValueError("The image is 2D: it has no stack axis.")
-        return _AxisView(self._require_image(), tuple(slice_index)[:-1], self.leading_shape[-1])
-
     def iter_precompute(self, slice_index: SliceIndex, start: int = 0, stop: int | None = None) -> Iterator:
-        """Embed the stack slices ``start..stop-1`` (along z through ``slice_index``), skipping cached ones.
+        """Embed the stack slices ``start..stop-1`` (along the last leading axis, z of (..., Z, H, W), through
+        ``slice_index``), skipping cached ones (worker thread).
 
         Yields ``(done, total, computed)`` after each slice; stopping the iteration cancels cleanly (what is
         stored stays, so running it again resumes).
         """
-        view = self.stack_view(slice_index)
-        indices = range(len(view))[slice(start, stop)]
+        if not self.leading_shape:
+            raise ValueError("The image is 2D: it has no stack axis.")
+        prefix = tuple(int(i) for i in slice_index)[:-1]
+        indices = range(self.leading_shape[-1])[slice(start, stop)]
         predictor = self.job_predictor()
-        cache = _LockedCache(self.cache, self._cache_lock)
+        setting = (self.fingerprint, self.image, self.contrast_limits)
         for done, z in enumerate(indices, start=1):
-            computed = precompute_stack(
-                view, predictor, cache, start=z, stop=z + 1,
-                contrast_limits=self.contrast_limits, fingerprint=self.fingerprint,
-            )  # fmt: skip
-            self.encoder_runs += computed
-            yield done, len(indices), bool(computed)
-
-    def precompute(
-        self,
-        slice_index: SliceIndex,
-        start: int = 0,
-        stop: int | None = None,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> int:
-        """Run :meth:`iter_precompute` to the end (or until ``should_stop()``); returns the slices embedded."""
-        computed = 0
-        for done, total, new in self.iter_precompute(slice_index, start, stop):
-            computed += int(new)
-            if progress is not None:
-                progress(done, total)
-            if should_stop is not None and should_stop():
-                break
-        return computed
+            info = self._embed((*prefix, z), setting, predictor, load=False)
+            yield done, len(indices), info.computed
 
     # ------------------------------------------------------------------------------------------ prompts
 
@@ -307,7 +278,7 @@ class AnnotationSession:
         shape_types: Sequence[str],
         slice_index: SliceIndex,
     ) -> ObjectResults:
-        """Prompt layers' data -> named objects on one slice (see ``conversions.collect_prompts``)."""
+        """Prompt layers' data -> named objects on one slice (see ``prompts.collect_prompts``)."""
         height, width = self.labels_shape[-2:]
         prompt_set = collect_prompts(
             points_data, point_labels, shapes_data, shape_types,
@@ -347,24 +318,49 @@ class AnnotationSession:
 
     def name_for(self, class_name: str, score: float) -> str:
         """The name an object gets: its best class, or ``unknown`` below the threshold."""
-        return UNKNOWN_CLASS if float(score) < self.unknown_threshold else class_name
+        return name_for(class_name, score, self.unknown_threshold)
 
     # ------------------------------------------------------------------------------------------ labels
 
     def attach_labels(self, labels: Any, features: Any = None) -> LabelsTarget:
-        """Write into ``labels`` (e.g. a Labels layer's data) from now on; returns its target, to come back to
-        these labels (history included) with :meth:`use_target`."""
-        self.target = LabelsTarget(labels, features)
-        return self.target
-
-    def use_target(self, target: LabelsTarget) -> None:
+        """Write into ``labels`` (e.g. a Labels layer's data) from now on and return its target. Attaching an
+        array attached before comes back to its target, undo history included (``features``, a table the
+        user may have edited, is taken in); a new array gets a new target."""
+        target = self.target_of(labels)
+        if target is None:
+            target = LabelsTarget(labels, features)
+            self._targets.append(target)
+        elif features is not None:
+            target.adopt_features(features)
         self.target = target
+        return target
 
-    def drop_target(self, target: LabelsTarget) -> None:
-        """The labels of ``target`` are gone (e.g. their layer was deleted): stop writing into them; their
-        undo history goes with them."""
-        if self.target is target:
+    def target_of(self, labels: Any) -> LabelsTarget | None:
+        """The target of a labels array attached before, or None."""
+        return next((t for t in self._targets if t.labels is labels), None)
+
+    def detach_labels(self, labels: Any) -> bool:
+        """Forget the target of ``labels`` (their layer was deleted): its undo history goes with it, and
+        nothing is written there any more. True if there was one."""
+        kept = [t for t in self._targets if t.labels is not labels]
+        found = len(kept) < len(self._targets)
+        self._targets = kept
+        if self.target is not None and self.target.labels is labels:
             self.target = None
+        return found
+
+    def propagation_start(
+        self, selected: int | None, current_slice: SliceIndex
+    ) -> tuple[list[int], SliceIndex] | None:
+        """What "Segment through stack" carries: the ``selected`` object from the slice in view if it is
+        there (else from its first slice), or the objects of the last commit from their slice; None if none."""
+        target = self._require_target()
+        if selected is not None:
+            slices = target.slices_of(selected)
+            if not slices:
+                return None
+            return [int(selected)], tuple(current_slice) if tuple(current_slice) in slices else slices[0]
+        return target.last_commit()
 
     def _require_target(self) -> LabelsTarget:
         if self.target is None:
@@ -396,8 +392,6 @@ class AnnotationSession:
     ) -> Iterator[PropagationStep]:
         """Carry objects from ``slice_index`` to the neighbouring slices (worker thread); see
         :mod:`napari_ovsam.propagation`. Everything painted is one undoable step, also when stopped early."""
-        from .propagation import propagate_objects
-
         with self._write_lock():
             yield from propagate_objects(self, self._require_target(), label_ids, slice_index, settings)
 
@@ -414,32 +408,3 @@ class _NonBlockingLock:
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
-
-
-class _AxisView:
-    """Slices ``data[(*prefix, z)]`` for z in range(n): a lazy (n, H, W[, C]) view for precompute_stack."""
-
-    def __init__(self, data: Any, prefix: SliceIndex, n: int) -> None:
-        self.data, self.prefix, self.n = data, prefix, n
-        self.shape = (n,)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, z: int) -> np.ndarray:
-        return np.asarray(self.data[(*self.prefix, int(z))])
-
-
-class _LockedCache:
-    """The two cache operations ``precompute_stack`` uses, each under the session's cache lock."""
-
-    def __init__(self, cache: EmbeddingCache, lock: threading.Lock) -> None:
-        self.cache, self.lock = cache, lock
-
-    def __contains__(self, key: object) -> bool:
-        with self.lock:
-            return key in self.cache
-
-    def put(self, key: CacheKey, state: dict[str, Any]) -> None:
-        with self.lock:
-            self.cache.put(key, state)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import open_clip
 
-from .config import CLIP_CONFIG_DIR
+#: This package's own open_clip architectures, one JSON file each.
+CLIP_CONFIG_DIR = Path(__file__).parent / "configs" / "clip"
 
 
 @cache

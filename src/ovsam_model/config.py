@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .clip_configs import CLIP_CONFIG_DIR, clip_embed_dim
+
+__all__ = ["CLIP_CONFIG_DIR", "CONFIG_DIR", "OVSAMConfig", "list_models", "load_config"]
+
 CONFIG_DIR = Path(__file__).parent / "configs"
-CLIP_CONFIG_DIR = CONFIG_DIR / "clip"
 
 
 @dataclass
@@ -80,6 +83,14 @@ class FusionConfig:
 
 @dataclass
 class OVSAMConfig:
+    """One OV-SAM variant: every number its builder needs, read from ``configs/<name>.json``.
+
+    Images are resized so that their longest side is ``image_size`` and padded to a square of that side; the
+    image embedding is a grid of ``embedding_size`` = ``image_size / adapter.stride`` cells; region and text
+    embeddings have ``embed_dim`` features (the CLIP architecture's joint embedding size). ``weights`` names
+    the pretrained sources (``ovsam_model.hub``) the variant loads by default.
+    """
+
     name: str = "ovsam_rn50x16"
     image_size: int = 1024  # longest side after resizing; the padded square input size
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -100,8 +111,6 @@ class OVSAMConfig:
     @property
     def embed_dim(self) -> int:
         """Dimension shared by region embeddings and text embeddings (the CLIP embedding size)."""
-        from .clip_configs import clip_embed_dim
-
         return clip_embed_dim(self.clip.model_name)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from PIL import Image  # Pillow comes with scikit-image
 
 from .build import build_ovsam
 from .data.synthetic import CLASS_NAMES, generate_image
@@ -68,8 +69,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"mean IoU {ious.mean():.3f}, named correctly {100 * accuracy:.0f}%")
         summary[f"{kind}_miou"], summary[f"{kind}_acc"] = float(ious.mean()), accuracy
         if kind == "box":
-            from PIL import Image  # Pillow comes with scikit-image
-
             picture = overlay(to_model_rgb(sample.image)[..., 0], result.masks[:, 0], result.class_names)
             Image.fromarray(picture).save(args.out)
             print(f"overlay written to {Path(args.out).resolve()}")

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .templates import VILD_TEMPLATES, check_templates
-
-if TYPE_CHECKING:
-    from .vocabulary import ClassEntry, Vocabulary
+from .vocabulary import ClassEntry, Vocabulary, as_vocabulary
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -282,8 +280,6 @@ def encode_vocabulary(
     fewer than P synonyms. ``cache_dir`` defaults to :func:`default_text_cache_dir`; ``use_cache=False``
     neither reads nor writes the disk.
     """
-    from .vocabulary import as_vocabulary  # runtime import: vocabulary imports this module
-
     vocab = as_vocabulary(vocab)
     templates = check_templates(templates)
     cache = None
@@ -313,8 +309,6 @@ def vocabulary_embeddings(
     text_embeddings: precomputed [K, P, D] (default: computed with ``text_encoder``, cached on disk); they
     must have one row per class and the text tower's width.
     """
-    from .vocabulary import as_vocabulary  # runtime import: vocabulary imports this module
-
     vocabulary = as_vocabulary(vocabulary)
     if text_embeddings is None:
         return vocabulary, encode_vocabulary(vocabulary, text_encoder, cache_dir=cache_dir).float()

@@ -1,7 +1,7 @@
 """Vocabularies: the classes a model names objects with, each a list of synonyms, plus presets.
 
 A class is written as one comma-separated entry, its name first: ``"mitotic cell, dividing cell"``. Each
-synonym is encoded by the CLIP text tower (:func:`encode_vocabulary`); a region takes the best-matching
+synonym is encoded by the CLIP text tower (:func:`ovsam_model.text.encode_vocabulary`); a region takes the best-matching
 synonym of a class (max over synonyms). Each class also carries a ``seen`` flag: whether the model was
 trained on it, which weights the frozen-CLIP fusion (seen classes trust the trained head, unseen ones the
 frozen CLIP).
@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .text import encode_vocabulary
+from .data.splits import OVCOCO_EXCLUDED, OVCOCO_NOVEL
 
 __all__ = [
     "COCO_OV_EXCLUDED",
@@ -26,7 +26,6 @@ __all__ = [
     "DEMO_CLASSES",
     "Vocabulary",
     "as_vocabulary",
-    "encode_vocabulary",
     "list_presets",
     "lvis_categories",
 ]
@@ -34,22 +33,10 @@ __all__ = [
 #: Classes of the synthetic dataset and of the ``demo`` preset, in label order.
 DEMO_CLASSES: tuple[str, ...] = ("nucleus", "rod", "ring", "cluster")
 
-#: The 17 novel (unseen) classes of the open-vocabulary COCO split; the other 48 of its 65 are base (seen).
-COCO_OV_NOVEL: frozenset[str] = frozenset(
-    {
-        "airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard", "skateboard",
-        "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors",
-    }
-)  # fmt: skip
-
-#: The 15 COCO classes left out of the open-vocabulary COCO split.
-COCO_OV_EXCLUDED: frozenset[str] = frozenset(
-    {
-        "traffic light", "fire hydrant", "stop sign", "parking meter", "sports ball", "baseball bat",
-        "baseball glove", "tennis racket", "wine glass", "hot dog", "potted plant", "dining table",
-        "cell phone", "teddy bear", "hair drier",
-    }
-)  # fmt: skip
+#: The open-vocabulary COCO split (owned by ``ovsam_model.data.splits``): 17 novel classes and the 15 COCO
+#: classes it leaves out; the other 48 of its 65 classes are base (seen).
+COCO_OV_NOVEL: frozenset[str] = frozenset(OVCOCO_NOVEL)
+COCO_OV_EXCLUDED: frozenset[str] = frozenset(OVCOCO_EXCLUDED)
 
 # One LVIS v1 name holds two names separated by a space; the synonyms preset adds both as synonyms.
 _LVIS_EXTRA_SYNONYMS = {

@@ -57,9 +57,3 @@ def lvis_split(categories: Iterable[Mapping[str, Any]]) -> tuple[list[str], list
             )
         (novel if cat["frequency"] in LVIS_NOVEL_FREQUENCIES else base).append(cat["name"])
     return base, novel
-
-
-def has_frequency(categories: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether every category carries an LVIS ``frequency`` field (and there is at least one category)."""
-    cats = list(categories)
-    return bool(cats) and all("frequency" in c for c in cats)

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
+import zarr
+from PIL import Image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 STACK_SUFFIXES = (*TIFF_SUFFIXES, ".zarr", ".npy")
@@ -111,9 +114,6 @@ class Stack:
 
 
 def _open_tiff(path: Path) -> Stack:
-    import tifffile
-    import zarr
-
     tif = tifffile.TiffFile(path)
     try:
         series = tif.series[0]
@@ -125,8 +125,6 @@ def _open_tiff(path: Path) -> Stack:
 
 
 def _zarr_array(path: Path) -> Any:
-    import zarr
-
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
         return node
@@ -189,8 +187,6 @@ def iter_slices(path_or_stack: PathLike | Stack) -> Iterator[tuple[int, np.ndarr
 
 
 def _read_plain(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as img:
         if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
             return np.asarray(

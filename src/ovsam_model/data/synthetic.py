@@ -37,8 +37,11 @@ import numpy as np
 import tifffile
 from pycocotools import mask as mask_utils
 from scipy import ndimage
+from tqdm import tqdm
 
-CLASS_NAMES = ("nucleus", "rod", "ring", "cluster")
+from ..vocabulary import DEMO_CLASSES
+
+CLASS_NAMES = DEMO_CLASSES  # the demo model's vocabulary is this dataset's classes
 MIN_AREA = 40  # above the datasets' 32 px filter, with a margin
 MIN_VISIBLE_FRACTION = 0.4
 MAX_OVERLAP_FRACTION = 0.3
@@ -340,8 +343,6 @@ def write_split(
     progress: bool,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Generate and write one split; returns its COCO dict and the images (uint16 (size, size))."""
-    from tqdm import tqdm
-
     (out / split).mkdir(parents=True, exist_ok=True)
     coco = coco_skeleton(split, seed, size)
     images = []

@@ -11,6 +11,7 @@ from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
 from ..config import OVSAMConfig
+from ..text import TextEncoder
 from .clip2sam import FPN, RegionHead, class_logits, fuse_probabilities, masks_to_boxes, multilevel_roi_align
 from .clip_trunk import CLIPTrunk
 from .sam2clip import SAM2CLIPAdapter
@@ -88,9 +89,6 @@ def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float 
 
 
 class OVSAM(nn.Module):
-    pixel_mean: torch.Tensor
-    pixel_std: torch.Tensor
-
     """Open-Vocabulary SAM.
 
     Children (names fixed: checkpoints and key remapping depend on them): ``backbone`` (CLIP trunk),
@@ -99,6 +97,9 @@ class OVSAM(nn.Module):
     its ``visual`` is the backbone's), and in the released layout ``label_mlp`` (stored, unused: the released
     head multiplies its output by zero).
     """
+
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
 
     def __init__(
         self,
@@ -138,8 +139,6 @@ class OVSAM(nn.Module):
     @property
     def text_encoder(self):
         """The CLIP text tower as a ``TextEncoder`` (named by its pretrained tag, else by a weight hash)."""
-        from ..text import TextEncoder
-
         if getattr(self, "_text_encoder", None) is None:
             tag = getattr(self, "clip_pretrained", None)
             named = isinstance(tag, str) and "/" not in tag and not tag.endswith((".pt", ".pth", ".bin"))

@@ -58,13 +58,13 @@ class PatchEmbed(nn.Module):
 
 
 class SAM2CLIPAdapter(nn.Module):
-    pos_embed: torch.Tensor
-
     """[C2, C3, C4, C5] -> image embedding [B, out_chans, S/stride, S/stride] for the SAM mask decoder.
 
     Sum over levels of (patch embedding + learned level embedding), plus SAM's absolute position embedding
     (a buffer: copied from a SAM image encoder, never trained), then SAM ViT blocks and SAM's neck.
     """
+
+    pos_embed: torch.Tensor
 
     def __init__(self, in_channels: tuple[int, ...], grid_size: int, config: AdapterConfig) -> None:
         super().__init__()
