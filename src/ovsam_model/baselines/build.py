@@ -7,16 +7,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
 from ..checkpoint import load_into, read_foreign
-from ..clip_configs import register_clip_configs
+from ..clip_build import RANDOM_TAGS, create_clip
 from ..device import resolve_device
-from ..hub import clip_weights_error
 from .common import SamClipBaseline
 from .feature_crop import FeatureCropBaseline
 from .image_crop import ImageCropBaseline
@@ -79,19 +77,12 @@ def build_sam(arch: str, checkpoint: str | Path | None = None, *, download: bool
 
 
 def build_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Any, str | None]:
-    """open_clip model + tokenizer + cache name (None for random or local-file weights)."""
-    register_clip_configs()
-    tag = None if pretrained in (None, "", "none") else pretrained
-    try:
-        model = open_clip.create_model(
-            model_name, pretrained=tag, device="cpu", force_quick_gelu=tag == "openai"
-        )
-    except RuntimeError as error:
-        if tag is None:
-            raise
-        raise clip_weights_error(model_name, tag, error) from error
+    """open_clip model (eval mode) + tokenizer + the name keying its text-embedding cache (None for random or
+    local-file weights, whose cache key is then a hash of the text tower)."""
+    model, tokenizer = create_clip(model_name, pretrained)
+    tag = None if pretrained in RANDOM_TAGS else pretrained
     named = tag is not None and "/" not in tag and not tag.endswith((".pt", ".pth", ".bin"))
-    return model.eval(), open_clip.get_tokenizer(model_name), f"{model_name}/{tag}" if named else None
+    return model.eval(), tokenizer, f"{model_name}/{tag}" if named else None
 
 
 def build_baseline(
