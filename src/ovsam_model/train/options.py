@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
+from ..device import resolve_device
 from ..hub import find_source
 from .clip2sam import Clip2SamLossConfig
 from .sam2clip import SAM_TEACHERS
@@ -264,7 +265,12 @@ def check_config(config: TrainConfig) -> None:
         problems.append(f"--teacher {config.teacher.kind}: use one of {', '.join(SAM_TEACHERS)}")
     try:
         load_config(config.model.name)
-    except (ValueError, OSError) as error:
+    except (ValueError, TypeError, OSError) as error:
         problems.append(f"--model: {error}".rstrip("."))
+    try:
+        resolve_device(config.run.device)
+    except (ValueError, RuntimeError) as error:
+        reason = str(error).rstrip(".") if isinstance(error, ValueError) else "use auto, cuda, mps or cpu"
+        problems.append(f"--device {config.run.device}: {reason}")
     if problems:
         raise ValueError("; ".join(problems) + ".")

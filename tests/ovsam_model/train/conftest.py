@@ -16,7 +16,7 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_dataset(root, num_train=4, num_val=2, size=128, objects_per_image=(3, 5), seed=3)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def base_args():
     """Command-line arguments of a tiny, fast run: base_args(data, out, *extra)."""
     return _base_args
