@@ -32,6 +32,7 @@ def test_auto_device_is_the_first_available_and_unknown_ones_are_named():
         resolve_device("xla")
 
 
+@pytest.mark.slow  # a subprocess that allocates and frees 256 MB
 @pytest.mark.skipif(_malloc_trim() is None, reason="the C library has no malloc_trim")
 def test_release_freed_memory_shrinks_the_process():
     done = subprocess.run([sys.executable, "-c", _FREE_THEN_TRIM], capture_output=True, text=True, check=True)

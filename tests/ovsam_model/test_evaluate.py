@@ -39,6 +39,7 @@ def synthetic(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_compare_writes_one_report_with_all_methods(synthetic, tmp_path):
     report_path, table_path = tmp_path / "report.json", tmp_path / "report.md"
     code = main(
