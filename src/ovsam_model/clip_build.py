@@ -13,7 +13,7 @@ import open_clip
 from torch import nn
 
 from .clip_configs import register_clip_configs
-from .hub import clip_weights_error
+from .hub import clip_weights_error, open_clip_cache_dir
 
 RANDOM_TAGS = (None, "", "none")  # ``pretrained`` values that mean random CLIP weights
 _OPEN_CLIP_DIR = f"{os.sep}open_clip{os.sep}"
@@ -68,7 +68,11 @@ def create_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Any
         # OpenAI's weights were trained with QuickGELU in the text tower; open_clip wants to be told.
         with quiet_random_init(tag is None):
             model = open_clip.create_model(
-                model_name, pretrained=tag, device="cpu", force_quick_gelu=tag == "openai"
+                model_name,
+                pretrained=tag,
+                device="cpu",
+                force_quick_gelu=tag == "openai",
+                cache_dir=open_clip_cache_dir(model_name, tag),  # weights fetched by ovsam_model.download
             )
     except RuntimeError as error:
         if tag is None:

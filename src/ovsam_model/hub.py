@@ -1,15 +1,21 @@
-"""Named pretrained-weight sources and where their files come from.
+"""Named pretrained-weight sources, where their files come from, and the cache folder they go to.
 
 A *source* is a file of weights with a name (``sam_vit_h``, ``sam2clip_vith_rn50x16``, ...). The registry says
-where to download it (a public URL, or a file of a Hugging Face repository) and what it is. Files are kept in
-one cache folder, ``cache_dir()`` (``$OVSAM_CACHE_DIR/weights``, default ``~/.cache/ovsam/weights``), under
-their own file names, so copying a file there by hand is all a machine without network needs. Every place
-that takes a source name also takes a local path.
+where to download it (a public URL, or a file of a Hugging Face repository), what it is and under which licence
+it is distributed. Files are kept in one cache folder, ``cache_dir()`` (``$OVSAM_CACHE_DIR/weights``, default
+``~/.cache/ovsam/weights``), under their own file names, so copying a file there by hand is all a machine
+without network needs. Every place that takes a source name also takes a local path.
+
+``OVSAM_CACHE_DIR`` (``CACHE_ENV``) is defined here and only here: ``cache_root()`` is the one root of every
+cache of this package (``weights/``, ``clip/``, the text embeddings' ``text/``).
 
 Offline: with ``HF_HUB_OFFLINE=1`` nothing is downloaded (neither from Hugging Face nor from the SAM URL); a
 missing file raises ``FileNotFoundError`` naming the file, the URL to fetch it from and the path to put it at.
 
-The CLIP weights are not in this registry: open_clip fetches them itself (see ``clip_weights_error``).
+CLIP weights are fetched by open_clip itself (from the Hugging Face hub, into its cache). ``python -m
+ovsam_model.download`` puts them under ``cache_root() / "clip"`` in the hub's cache layout;
+``open_clip_cache_dir()`` tells the model builder to look there when they are there (``clip_weights()`` says
+which file a CLIP needs, ``clip_weights_error`` what to do when it is missing).
 """
 
 from __future__ import annotations
@@ -27,6 +33,18 @@ PACKAGE_WEIGHTS_DIR = Path(__file__).parent / "weights"
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 OVSAM_HF_REPO = "HarborYuan/ovsam_models"
 
+SAM_LICENCE = "Apache-2.0 (Meta AI, segment-anything)"
+OVSAM_LICENCE = (
+    "S-Lab License 1.0, non-commercial use only (the OV-SAM authors: "
+    "https://github.com/HarborYuan/ovsam/blob/main/LICENSE)"
+)
+OWN_LICENCE = "BSD-3-Clause (this package)"
+# Licences of the CLIP weights of the configs, by open_clip tag (the model cards of their Hugging Face repos).
+CLIP_LICENCES = {"openai": "MIT (OpenAI CLIP)", "laion2b_s26b_b102k_augreg": "MIT (LAION, open_clip)"}
+# Sizes of CLIP weight files as shown on their Hugging Face pages (not exact: checked against the hub's own
+# record of the file at download time).
+CLIP_SIZE_HINTS = {("RN50x16", "openai"): "1.16 GB", ("RN50", "openai"): "about 400 MB"}
+
 
 @dataclass(frozen=True)
 class WeightSource:
@@ -35,6 +53,7 @@ class WeightSource:
     kind: "url" (``location`` is the download URL), "hf" (``location`` is the Hugging Face repo id, the file
     is ``filename`` in it) or "package" (a file shipped inside this package, in ``weights/``).
     size / sha256: of the file, where known (checked after a download; the size also on cached files).
+    licence: the terms the file is distributed under. size_hint: its size as its host shows it, for people.
     """
 
     name: str
@@ -44,6 +63,13 @@ class WeightSource:
     description: str
     size: int | None = None
     sha256: str | None = None
+    licence: str = ""
+    size_hint: str = ""
+
+    @property
+    def non_commercial(self) -> bool:
+        """Whether the licence forbids commercial use (said with every download and missing-file message)."""
+        return "non-commercial" in self.licence
 
     @property
     def url(self) -> str:
@@ -66,6 +92,8 @@ SOURCES: dict[str, WeightSource] = {
             "SAM ViT-H (prompt encoder, multimask decoder + IoU head; stage-1 teacher)",
             size=2564550879,
             sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            licence=SAM_LICENCE,
+            size_hint="2.56 GB",
         ),
         WeightSource(
             "sam_vit_l",
@@ -75,6 +103,8 @@ SOURCES: dict[str, WeightSource] = {
             "SAM ViT-L",
             size=1249524607,
             sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            licence=SAM_LICENCE,
+            size_hint="1.25 GB",
         ),
         WeightSource(
             "sam_vit_b",
@@ -84,27 +114,35 @@ SOURCES: dict[str, WeightSource] = {
             "SAM ViT-B",
             size=375042383,
             sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            licence=SAM_LICENCE,
+            size_hint="375 MB",
         ),
         WeightSource(
             "sam2clip_vith_rn50x16",
             "hf",
             OVSAM_HF_REPO,
             "sam2clip_vith_rn50x16.pth",
-            "released OV-SAM SAM2CLIP adapter for CLIP RN50x16 (neck_student.*, about 536 MB)",
+            "released OV-SAM SAM2CLIP adapter for CLIP RN50x16 (neck_student.*)",
+            licence=OVSAM_LICENCE,
+            size_hint="536 MB",
         ),
         WeightSource(
             "clip2sam_coco_rn50x16",
             "hf",
             OVSAM_HF_REPO,
             "clip2sam_coco_rn50x16.pth",
-            "released OV-SAM CLIP2SAM head trained on COCO (mask_decoder.* + fpn_neck.*, about 31.5 MB)",
+            "released OV-SAM CLIP2SAM head trained on COCO (mask_decoder.* + fpn_neck.*)",
+            licence=OVSAM_LICENCE,
+            size_hint="31.5 MB",
         ),
         WeightSource(
             "clip2sam_lvis_rn50x16",
             "hf",
             OVSAM_HF_REPO,
             "clip2sam_lvis_rn50x16.pth",
-            "released OV-SAM CLIP2SAM head trained on LVIS base classes (about 31.5 MB)",
+            "released OV-SAM CLIP2SAM head trained on LVIS base classes",
+            licence=OVSAM_LICENCE,
+            size_hint="31.5 MB",
         ),
         WeightSource(
             "ovsam_demo",
@@ -112,6 +150,8 @@ SOURCES: dict[str, WeightSource] = {
             str(PACKAGE_WEIGHTS_DIR),
             "ovsam_demo.pt",
             "the small demo model trained from scratch on the synthetic dataset (our checkpoint format)",
+            licence=OWN_LICENCE,
+            size_hint="8 MB, shipped",
         ),
     )
 }
@@ -122,11 +162,24 @@ def list_sources() -> list[str]:
     return sorted(SOURCES)
 
 
-def cache_dir() -> Path:
-    """The folder downloaded weights go to: ``$OVSAM_CACHE_DIR/weights``, else ``~/.cache/ovsam/weights``
-    (the same root as the text-embedding cache, ``ovsam_model.text``). Not created here."""
+def cache_root() -> Path:
+    """The root of every cache of this package: ``$OVSAM_CACHE_DIR``, else ``~/.cache/ovsam`` (not created).
+
+    Below it: ``weights/`` (``cache_dir()``), ``clip/`` (``clip_cache_dir()``) and the text embeddings'
+    ``text/``. One variable moves them all, which is what an offline machine needs."""
     root = os.environ.get(CACHE_ENV)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "ovsam") / "weights"
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "ovsam"
+
+
+def cache_dir() -> Path:
+    """The folder downloaded weights go to: ``cache_root() / "weights"``. Not created here."""
+    return cache_root() / "weights"
+
+
+def clip_cache_dir() -> Path:
+    """The folder of CLIP weights fetched ahead of time (Hugging Face hub cache layout, as open_clip reads
+    it with ``cache_dir=``): ``cache_root() / "clip"``. Not created here."""
+    return cache_root() / "clip"
 
 
 def is_offline() -> bool:
@@ -188,14 +241,22 @@ def resolve_source(name_or_path: str | Path, download: bool = True) -> Path:
     if not download or is_offline():
         reason = "downloads are disabled" if not download else f"{OFFLINE_ENV} is set"
         raise FileNotFoundError(_missing_message(source, target, reason))
-    return _download(source, target)
+    return download_source(source, target)
+
+
+def licence_notice(source: WeightSource) -> str:
+    """The sentence every download and missing-file message carries for weights under restrictive terms."""
+    if not source.non_commercial:
+        return ""
+    return f" Note: '{source.filename}' is under the {source.licence}; this package's BSD licence does not cover it."
 
 
 def _missing_message(source: WeightSource, target: Path, reason: str) -> str:
     return (
         f"Weights file '{source.filename}' ({source.description}) is not available ({reason}). Download it "
-        f"from {source.url} and put it at {target} (set {CACHE_ENV} to move the cache), or pass the "
-        "file's local path instead."
+        f"from {source.url} and put it at {target} (set {CACHE_ENV} to move the cache; python -m "
+        "ovsam_model.download fetches every file of a model ahead of time), or pass the file's local path "
+        f"instead.{licence_notice(source)}"
     )
 
 
@@ -208,10 +269,13 @@ def _check_size(source: WeightSource, path: Path) -> None:
         )
 
 
-def _download(source: WeightSource, target: Path) -> Path:
-    """Fetch ``source`` to ``target`` (with a progress bar), then check its size."""
+def download_source(source: WeightSource, target: Path) -> Path:
+    """Fetch ``source`` to ``target`` (with a progress bar), then check its size (and, for URL sources with a
+    recorded sha256, its checksum). Raises ``FileNotFoundError`` saying what to download where."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("Downloading %s from %s to %s", source.filename, source.url, target)
+    logger.info(
+        "Downloading %s from %s to %s.%s", source.filename, source.url, target, licence_notice(source)
+    )
     try:
         if source.kind == "hf":
             _download_hf(source, target)
@@ -247,6 +311,94 @@ def _download_hf(source: WeightSource, target: Path) -> None:
         os.replace(downloaded, target)
 
 
+@dataclass(frozen=True)
+class ClipWeights:
+    """The pretrained weights of one open_clip architecture and tag, where open_clip fetches them from.
+
+    repo: the Hugging Face repo open_clip downloads from (it prefers the hub), "" for tags with a URL only.
+    filenames: the files open_clip asks that repo for, in its order (safetensors first, then the pickle; the
+        first that exists is used); for URL tags, the URL's file name.
+    url: the direct download URL of URL-only tags ("" otherwise).
+    """
+
+    model_name: str
+    tag: str
+    repo: str
+    filenames: tuple[str, ...]
+    url: str
+    licence: str
+    size_hint: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"CLIP {self.model_name} ({self.tag})"
+
+    @property
+    def page(self) -> str:
+        """Where a person can see (and fetch) the files."""
+        return f"https://huggingface.co/{self.repo}" if self.repo else self.url
+
+
+def clip_weights(model_name: str, pretrained: str | None) -> ClipWeights | None:
+    """What open_clip fetches for the tag ``pretrained`` of ``model_name``; None for random weights (None,
+    "", "none"), a local file, or a tag open_clip does not know."""
+    import open_clip  # heavy (torch); only needed when CLIP weights are asked about
+
+    if not pretrained or pretrained == "none" or Path(pretrained).expanduser().is_file():
+        return None
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        return None
+    licence = CLIP_LICENCES.get(pretrained, "see the weights' model card")
+    hint = CLIP_SIZE_HINTS.get((model_name, pretrained), "")
+    if cfg.get("hf_hub"):
+        # open_clip's convention: "org/name/" (its default file name) or "org/name/file".
+        repo, filename = os.path.split(str(cfg["hf_hub"]))
+        filename = filename or open_clip.constants.HF_WEIGHTS_NAME
+        return ClipWeights(
+            model_name, pretrained, repo, (*_safetensors_names(filename), filename), "", licence, hint
+        )
+    if cfg.get("url"):
+        url = str(cfg["url"])
+        return ClipWeights(model_name, pretrained, "", (os.path.basename(url),), url, licence, hint)
+    return None
+
+
+def _safetensors_names(filename: str) -> tuple[str, ...]:
+    """The safetensors files open_clip tries before ``filename`` (as its ``_get_safe_alternatives``)."""
+    import open_clip  # heavy (torch), as above
+
+    if filename == open_clip.constants.HF_WEIGHTS_NAME:
+        return (open_clip.constants.HF_SAFE_WEIGHTS_NAME,)
+    if filename.endswith((".bin", ".pth")):
+        return (filename[:-4] + ".safetensors",)
+    return ()
+
+
+def find_clip_file(weights: ClipWeights, folder: Path) -> Path | None:
+    """The file of ``weights`` in ``folder`` (laid out as open_clip's ``cache_dir``), if it is there."""
+    if weights.repo:
+        from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency
+
+        for name in weights.filenames:
+            found = try_to_load_from_cache(weights.repo, name, cache_dir=folder)
+            if isinstance(found, str):
+                return Path(found)
+        return None
+    path = folder / weights.filenames[0]
+    return path if path.is_file() else None
+
+
+def open_clip_cache_dir(model_name: str, pretrained: str | None) -> str | None:
+    """The ``cache_dir`` to give ``open_clip.create_model``: ``clip_cache_dir()`` when the weights are there
+    (put there by ``python -m ovsam_model.download``), else None (open_clip's default, the Hugging Face
+    cache, so weights open_clip downloaded before keep working)."""
+    weights = clip_weights(model_name, pretrained)
+    if weights is None or find_clip_file(weights, clip_cache_dir()) is None:
+        return None
+    return str(clip_cache_dir())
+
+
 def clip_weights_error(model_name: str, pretrained: str, error: Exception) -> FileNotFoundError:
     """A ``FileNotFoundError`` saying how to provide CLIP weights that open_clip could not find or download.
 
@@ -268,6 +420,7 @@ def clip_weights_error(model_name: str, pretrained: str, error: Exception) -> Fi
     return FileNotFoundError(
         f"open_clip could not load the '{pretrained}' weights of CLIP {model_name}{where}: "
         f"{str(error).rstrip('.')}. "
-        "Download them while online (they go to the Hugging Face cache, $HF_HOME), or pass a local weights "
-        "file with clip_pretrained=PATH; clip_pretrained='none' builds a randomly initialised CLIP."
+        "Download them while online (python -m ovsam_model.download MODEL puts them under "
+        f"${CACHE_ENV}/clip; open_clip's own downloads go to the Hugging Face cache, $HF_HOME), or pass a "
+        "local weights file with clip_pretrained=PATH; clip_pretrained='none' builds a randomly initialised CLIP."
     )

@@ -150,3 +150,52 @@ def test_clip_weights_error_names_the_hub_repo() -> None:
     error = hub.clip_weights_error("RN50x16", "openai", RuntimeError("offline."))
     assert isinstance(error, FileNotFoundError)
     assert "timm/resnet50x16_clip.openai" in str(error) and "clip_pretrained=PATH" in str(error)
+
+
+def test_one_cache_root_for_every_cache(cache: Path, tmp_path: Path) -> None:
+    assert hub.cache_root() == tmp_path / "root"
+    assert (hub.cache_dir(), hub.clip_cache_dir()) == (
+        tmp_path / "root" / "weights",
+        tmp_path / "root" / "clip",
+    )
+
+
+def test_every_source_names_its_licence_and_size() -> None:
+    for source in hub.SOURCES.values():
+        assert source.licence and source.size_hint, source.name
+    released = {name for name, s in hub.SOURCES.items() if s.non_commercial}
+    assert released == {"sam2clip_vith_rn50x16", "clip2sam_coco_rn50x16", "clip2sam_lvis_rn50x16"}
+
+
+def test_missing_released_weights_say_their_licence(cache: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="S-Lab License 1.0, non-commercial use only"):
+        hub.resolve_source("clip2sam_coco_rn50x16")
+    with pytest.raises(FileNotFoundError) as info:
+        hub.resolve_source("sam_vit_h")
+    assert "non-commercial" not in str(info.value) and "ovsam_model.download" in str(info.value)
+
+
+def test_clip_weights_follow_open_clip_registry() -> None:
+    weights = hub.clip_weights("RN50x16", "openai")
+    assert weights is not None
+    assert (weights.repo, weights.filenames) == (
+        "timm/resnet50x16_clip.openai",
+        ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+    )
+    assert (
+        weights.licence.startswith("MIT")
+        and weights.page == "https://huggingface.co/timm/resnet50x16_clip.openai"
+    )
+    assert hub.clip_weights("RN50x16", None) is None and hub.clip_weights("RN50x16", "none") is None
+    assert hub.clip_weights("RN50x16", "no-such-tag") is None
+
+
+def test_open_clip_looks_in_its_default_cache_unless_ours_has_the_weights(cache: Path) -> None:
+    assert hub.open_clip_cache_dir("RN50x16", "openai") is None  # nothing fetched ahead of time
+    snapshot = hub.clip_cache_dir() / "models--timm--resnet50x16_clip.openai" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"x")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    assert hub.open_clip_cache_dir("RN50x16", "openai") == str(hub.clip_cache_dir())
+    assert hub.open_clip_cache_dir("RN50x16", None) is None
