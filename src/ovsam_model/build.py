@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def assemble(config: OVSAMConfig, clip_pretrained: str | None = None) -> OVSAM:
 def build_ovsam(
     name_or_config: str | PathLike | dict | OVSAMConfig,
     *,
-    checkpoint: PathLike | list[PathLike] | None = None,
+    checkpoint: PathLike | Sequence[PathLike] | None = None,
     sam_checkpoint: PathLike | None = None,
     clip_pretrained: str | None = None,
     device: str | torch.device = "auto",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 
+import open_clip
 import pytest
 import torch
 from torchvision.ops import roi_align
 
 from ovsam_model.build import build_ovsam
+from ovsam_model.clip_build import create_clip, quiet_random_init
 from ovsam_model.config import OVSAMConfig, list_models, load_config
 from ovsam_model.modeling.clip2sam import (
     class_logits,
@@ -204,3 +208,29 @@ def test_the_adapters_global_blocks_use_chunked_attention(tiny_model):
     assert (0, HeadChunkedAttention) in kinds and all(
         (w == 0) == (t is HeadChunkedAttention) for w, t in kinds
     )
+
+
+def test_random_clip_warning_is_quieted_only_in_the_building_thread(caplog):
+    """open_clip warns through the root logger; building a random-CLIP model silences that one warning in its
+    own thread, leaves the root logger's level alone, and lets other threads' records through."""
+    name = load_config("tiny").clip.model_name
+    root = logging.getLogger()
+    level = root.level
+    caplog.set_level(logging.WARNING)
+    create_clip(name, None)
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    with quiet_random_init():
+        assert root.level == level
+        logging.warning("another warning of this thread")
+        worker = threading.Thread(target=create_clip, args=(name, "none"))
+        worker.start()
+        worker.join()
+        thread = threading.Thread(target=lambda: open_clip.create_model(name, pretrained=None))
+        thread.start()
+        thread.join()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "another warning of this thread" in messages
+    assert (
+        sum("initialized randomly" in m for m in messages) == 1
+    )  # the bare open_clip call in another thread
+    assert root.level == level and not root.filters

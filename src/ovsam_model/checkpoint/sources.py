@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,7 +145,7 @@ def _assignments(model: OVSAM, source: _Source) -> list[Assignment]:
 
 
 def _given_sources(
-    checkpoint: PathLike | list[PathLike] | None, sam_checkpoint: PathLike | None, download: bool
+    checkpoint: PathLike | Sequence[PathLike] | None, sam_checkpoint: PathLike | None, download: bool
 ) -> tuple[list[_Source], _Source | None]:
     """The files given as ``checkpoint=`` and ``sam_checkpoint=``, each checked to be in its argument."""
     items = [] if checkpoint is None else [checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint
@@ -202,7 +202,7 @@ def _check_all_filled(
 def load_pretrained_sources(
     model: OVSAM,
     *,
-    checkpoint: PathLike | list[PathLike] | None = None,
+    checkpoint: PathLike | Sequence[PathLike] | None = None,
     sam_checkpoint: PathLike | None = None,
     download: bool = True,
     use_config_sources: bool = True,

@@ -85,7 +85,7 @@ def _clip2sam_stage(config: TrainConfig, model: OVSAM) -> Stage:
         keep_classes=base,
         image_size=model.config.image_size,
         train=True,
-        resize_ratio=tuple(data.resize_ratio),
+        resize_ratio=data.resize_ratio,
         num_prompts=data.num_prompts,
         box_prompt_fraction=data.box_fraction,
         box_jitter=data.box_jitter,
