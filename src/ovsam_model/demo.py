@@ -44,15 +44,33 @@ def overlay(image: np.ndarray, masks: np.ndarray, names: list[str]) -> np.ndarra
     return rgb.clip(0, 255).astype(np.uint8)
 
 
+MIN_SIZE, MAX_SIZE = 64, 4096  # the sample's objects are 12-60 px: smaller images cannot hold them
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        parser.error(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {args.size}.")
+    if args.seed < 0:
+        parser.error(f"--seed must be 0 or more, got {args.seed}.")
+    out_dir = Path(args.out).expanduser().resolve().parent
+    if not out_dir.is_dir():
+        parser.error(f"--out {args.out}: the folder {out_dir} does not exist; create it or write elsewhere.")
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError) as error:  # unknown model, missing weights, bad vocabulary, device
+        parser.error(str(error))
+
+
+def _run(args: argparse.Namespace) -> dict[str, float]:
     sample = generate_image(np.random.default_rng(args.seed), args.size, (6, 10))
     model = build_ovsam(args.model, device=args.device)
     predictor = OVSAMPredictor(model)
     if args.vocabulary:
         predictor.set_vocabulary(args.vocabulary)
     if predictor.vocabulary is None:
-        raise SystemExit("This model has no vocabulary of its own: pass --vocabulary name [name ...].")
+        raise ValueError("This model has no vocabulary of its own: pass --vocabulary name [name ...].")
     predictor.set_image(sample.image)
     names = predictor.vocabulary.names
 

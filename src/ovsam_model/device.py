@@ -26,7 +26,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto``/None -> the best available device; anything else is validated and returned."""
     if device is None or str(device) == "auto":
         return torch.device(available_devices()[0])
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"Unknown device {device!r}: use auto, {', '.join(available_devices())} (or e.g. cuda:1)."
+        ) from None
     if device.type not in available_devices():
         raise ValueError(
             f"Device '{device}' is not available on this machine; available: {', '.join(available_devices())}."

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from ..vocabulary import DEMO_CLASSES
 
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 64, 4096
 CLASS_NAMES = DEMO_CLASSES  # the demo model's vocabulary is this dataset's classes
 MIN_AREA = 40  # above the datasets' 32 px filter, with a margin
 MIN_VISIBLE_FRACTION = 0.4
@@ -377,6 +378,14 @@ def write_dataset(
     out = Path(out)
     if not 1 <= objects_per_image[0] <= objects_per_image[1]:
         raise ValueError(f"objects_per_image must be 1 <= min <= max, got {objects_per_image}.")
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels (objects are 12-60 px), got {size}."
+        )
+    if num_train < 0 or num_val < 0 or num_train + num_val == 0:
+        raise ValueError(f"num_train and num_val must be >= 0 and not both 0, got {num_train} and {num_val}.")
+    if seed < 0:
+        raise ValueError(f"seed must be 0 or more, got {seed}.")
     _prepare_output(out, overwrite)
     options = {"seed": seed, "size": size, "objects_per_image": objects_per_image, "progress": progress}
     paths = {"root": out}
