@@ -89,8 +89,8 @@ class TextEncoder:
 
         Runs under ``torch.no_grad()`` with the model temporarily in eval mode (each module's own mode is
         restored afterwards). For open_clip's causal text transformer, tokens after the longest prompt's end
-        token cannot change the result, so they are cut (4x faster for RN50x16 prompts on the CPU, same
-        numbers); this shortcut is checked once against ``encode_text()`` and dropped if they disagree.
+        token cannot change the result, so they are cut (same numbers, far less work for short prompts);
+        this shortcut is checked once against ``encode_text()`` and dropped if they disagree.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not a single string.")
