@@ -1,21 +1,23 @@
-"""Per-slice image-embedding cache: an in-memory LRU, optionally backed by a zarr v3 store on disk.
+"""Per-slice image-embedding cache: an in-memory LRU, optionally backed by a folder of safetensors files.
 
 What is cached is the state dict of ``OVSAMPredictor.get_image_embedding()``: float arrays (``embedding``,
-``fpn_0``..``fpn_3``, ``clip_top``) and tuples (``original_size``, ``input_size``); any other key of those two
-kinds is kept as well. ``predictor.set_image_embedding(cache.get(key))`` restores it.
+``fpn_0``..``fpn_3``, ``clip_top``) and tuples (``original_size``, ``input_size``); other arrays (kept exactly),
+tuples and JSON scalars are kept as well. ``predictor.set_image_embedding(cache.get(key))`` restores it.
 
 Keys are ``(model fingerprint, content hash)`` pairs (:func:`make_key`): :func:`model_fingerprint` names the
 model's configuration and weights, :func:`content_hash` the slice's pixels, shape, dtype and the contrast
 limits used to map it to the model's input. The same slice of the same file under the same model and contrast
 gives the same key in any session, so reopening a stack reuses the embeddings computed before.
 
-Disk layout (zarr v3 directory, format version 2): ``<blake2b(fingerprint)>/<content hash>`` is one entry, a
-single 1D array of one chunk holding every state array flattened one after the other (float16, or float32
-when some value does not fit float16), with each array's name, shape, dtype and offset and the tuples in its
-attributes: reading an entry back is two file reads (its metadata and its chunk), not two per array. The
-``complete`` attribute is written last, so an interrupted write leaves an entry that
-:meth:`EmbeddingCache.get` does not return and the next :meth:`EmbeddingCache.put` overwrites. Entries in
-another layout (the version 1 group per entry) are not read: they are computed again and replaced.
+Disk layout (format version 3; :mod:`napari_ovsam.cache_store` reads and writes it): a folder marked as a
+cache by ``napari-ovsam-cache.json``, one sub-folder per model (``<blake2b(fingerprint)>/``, its fingerprint
+in ``fingerprint.txt``) and one safetensors file per entry (``<content hash>.safetensors``: float arrays as
+float16, or float32 where a value does not fit; JSON metadata with a SHA-256 checksum over the metadata and
+every array). Entries are written under a unique temporary name and renamed into place, so several processes
+(two napari windows, precompute while annotating) can share a folder: a reader sees a whole entry or none.
+Every entry read is verified (size, checksum, key); a bad one is a miss with a warning, computed again and
+rewritten. A folder that cannot be written still serves its entries (one warning; new ones stay in memory).
+Entries of the older zarr layout (version 2) are misses.
 """
 
 from __future__ import annotations
@@ -30,13 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from .cache_store import CacheStore, CacheWarning
+
 CacheKey = tuple[str, str]
 State = dict[str, Any]
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 DEFAULT_MEMORY_BYTES = 1 << 30
-# The zarr v3 metadata of an entry as _write makes it: raw little-endian chunks at "c/<index>".
-_RAW_CODEC = {"name": "bytes", "configuration": {"endian": "little"}}
-_CHUNK_KEYS = {"name": "default", "configuration": {"separator": "/"}}
 _SAMPLE_BYTES = 2**16  # per sampled chunk of a large weight tensor
 _SAMPLES = 16
 
@@ -53,7 +53,7 @@ def content_hash(image: np.ndarray, contrast_limits: Sequence[float] | None = No
     digest = hashlib.blake2b(digest_size=16)
     limits = "auto" if contrast_limits is None else ",".join(repr(float(v)) for v in contrast_limits)
     digest.update(f"{array.shape}|{array.dtype.str}|{limits}|".encode())
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
 
 
@@ -108,14 +108,18 @@ def state_nbytes(state: Mapping[str, Any]) -> int:
 
 
 class EmbeddingCache:
-    """In-memory LRU of embedding states, with an optional zarr v3 store shared across sessions.
+    """In-memory LRU of embedding states, with an optional folder of verified entries shared across sessions.
 
     Args:
         max_items: states kept in memory (least recently used evicted first).
-        store_path: a ``.zarr`` directory (created if missing); None keeps the cache in memory only. Several
-            caches (and processes) may open the same store: each finds the entries the others completed.
+        store_path: the cache folder (created if missing; an existing folder must be empty or already a cache,
+            so a user's own data is never written into); None keeps the cache in memory only. Several caches
+            and processes may share one folder.
         max_bytes: memory budget of the in-memory states (default 1 GiB; a state of the RN50x16 model is
             ~100 MB, mostly its stride-4 FPN level); None for no budget beyond ``max_items``.
+
+    Raises:
+        ValueError: ``store_path`` is a file, or a folder that holds other things than a cache.
     """
 
     def __init__(
@@ -131,47 +135,52 @@ class EmbeddingCache:
         self.max_bytes = max_bytes
         self.store_path = None if store_path is None else Path(store_path)
         self._memory: OrderedDict[CacheKey, State] = OrderedDict()
-        self._root = self._open_store() if self.store_path is not None else None
+        self._store = CacheStore(self.store_path) if self.store_path is not None else None
 
-    def _open_store(self) -> Any:
-        import zarr
-
-        root = zarr.open_group(str(self.store_path), mode="a", zarr_format=3)
-        if "format" not in root.attrs:
-            root.attrs.update({"format": "napari-ovsam embedding cache", "version": 2})
-        return root
+    @property
+    def writable(self) -> bool:
+        """Whether new entries still go to disk (False: memory only, or the folder refused a write)."""
+        return self._store is not None and self._store.writable
 
     # ------------------------------------------------------------------------------------------ mapping API
 
     def get(self, key: CacheKey) -> State | None:
-        """The state stored under ``key`` (from memory, else from disk), or None."""
+        """The state stored under ``key`` (from memory, else verified from disk), or None.
+
+        A damaged entry on disk (truncated, a changed byte, another key's file) is a miss, with a
+        :class:`CacheWarning`; the next :meth:`put` of that key rewrites it.
+        """
         key = _check_key(key)
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        state = self._read(key)
+        state = self._store.read(key) if self._store is not None else None
         if state is not None:
             self._remember(key, state)
         return state
 
     def put(self, key: CacheKey, state: Mapping[str, Any]) -> None:
-        """Store a state (arrays and tuples) in memory and, with a store, on disk (once per key)."""
+        """Store a state (arrays, tuples, JSON scalars) in memory and, with a folder, on disk (once per key:
+        a verified entry already there is kept)."""
         key = _check_key(key)
         state = _normalise(state)
         self._remember(key, state)
-        if self._root is not None and not self._on_disk(key):
-            self._write(key, state)
+        if self._store is not None:
+            self._store.write(key, state)
 
     def __contains__(self, key: object) -> bool:
-        if not (isinstance(key, tuple) and len(key) == 2):
+        """Whether ``key`` is in memory or on disk as an entry that verifies (a damaged one is not)."""
+        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
             return False
-        return key in self._memory or self._on_disk(key)  # type: ignore[arg-type]
+        if key in self._memory:
+            return True
+        return self._store is not None and self._store.verified(key)  # type: ignore[arg-type]
 
     def keys(self) -> list[CacheKey]:
-        """Every key held in memory or complete on disk."""
+        """Every key held in memory or with an entry file on disk (``in`` and :meth:`get` verify them)."""
         found = list(self._memory)
         seen = set(found)
-        for key in self._disk_keys():
+        for key in self._store.keys() if self._store is not None else []:
             if key not in seen:
                 found.append(key)
         return found
@@ -200,137 +209,6 @@ class EmbeddingCache:
         ):
             self._memory.popitem(last=False)
 
-    # ------------------------------------------------------------------------------------------ disk
-
-    def _entry_path(self, key: CacheKey) -> str:
-        return f"{_fingerprint_dir(key[0])}/{key[1]}"
-
-    def _entry(self, key: CacheKey) -> Any:
-        """The entry's packed array, or None (missing, or an entry of another layout)."""
-        if self._root is None:
-            return None
-        try:
-            entry = self._root[self._entry_path(key)]
-        except KeyError:
-            return None
-        return entry if _is_array(entry) else None
-
-    def _meta(self, key: CacheKey) -> dict[str, Any] | None:
-        """The ``zarr.json`` of a complete array entry, read as a plain file (no zarr call), else None."""
-        if self.store_path is None:
-            return None
-        try:
-            meta = json.loads((self.store_path / self._entry_path(key) / "zarr.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        complete = meta.get("node_type") == "array" and meta.get("attributes", {}).get("complete", False)
-        return meta if complete else None
-
-    def _on_disk(self, key: CacheKey) -> bool:
-        return self._meta(key) is not None
-
-    def _read(self, key: CacheKey) -> State | None:
-        meta = self._meta(key)
-        if meta is None:
-            return None
-        attrs = meta["attributes"]
-        packed = self._read_plain(key, meta)
-        if packed is None:  # stored with another encoding: zarr decodes it
-            entry = self._entry(key)
-            if entry is None:
-                return None
-            packed = np.asarray(entry[...])
-        state: State = {}
-        for name, (dtype, shape, start) in attrs["arrays"].items():
-            size = int(np.prod(shape, dtype=np.int64))
-            state[name] = packed[start : start + size].reshape(shape).astype(dtype)
-        for name, (dtype, values) in attrs.get("small", {}).items():
-            state[name] = np.asarray(values, dtype=dtype)
-        for name, value in attrs["tuples"].items():
-            state[name] = tuple(value)
-        state.update(attrs.get("scalars", {}))
-        return state
-
-    def _read_plain(self, key: CacheKey, meta: dict[str, Any]) -> np.ndarray | None:
-        """The packed values of an entry read straight from its chunk file, or None where the entry is not the
-        plain layout ``_write`` makes (then zarr reads it).
-
-        An entry is a zarr v3 array with no compression and one chunk: its ``zarr.json`` and the raw
-        little-endian bytes of chunk ``c/0``. Two plain file reads instead of zarr's asynchronous machinery,
-        which costs about a millisecond per call, more than an embedding's read itself.
-        """
-        assert self.store_path is not None
-        plain = (
-            meta.get("codecs") == [_RAW_CODEC]
-            and meta.get("chunk_key_encoding") == _CHUNK_KEYS
-            and meta["shape"] == meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
-        )
-        if not plain:
-            return None
-        try:
-            chunk = self.store_path / self._entry_path(key) / "c" / "0"
-            packed = np.fromfile(chunk, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return packed if packed.size == meta["shape"][0] else None
-
-    def _write(self, key: CacheKey, state: State) -> None:
-        folder = self._root.require_group(_fingerprint_dir(key[0]))
-        if "fingerprint" not in folder.attrs:
-            folder.attrs["fingerprint"] = key[0]
-        arrays: dict[str, Any] = {}
-        tuples: dict[str, Any] = {}
-        scalars: dict[str, Any] = {}
-        parts, start = [], 0
-        small: dict[str, Any] = {}  # integer and bool arrays (not embeddings): exactly, as JSON
-        for name, value in state.items():
-            if isinstance(value, np.ndarray) and value.dtype.kind not in "fc":
-                small[name] = [value.dtype.str, value.tolist()]
-            elif isinstance(value, np.ndarray):
-                arrays[name] = [value.dtype.str, list(value.shape), start]
-                parts.append(value.reshape(-1))
-                start += value.size
-            elif isinstance(value, tuple):
-                tuples[name] = list(value)
-            else:
-                scalars[name] = value
-        stored = np.dtype(np.float16)
-        if any(_storage_dtype(part) != stored for part in parts):
-            stored = np.dtype(np.float32)
-        packed = (
-            np.concatenate([p.astype(stored, copy=False) for p in parts]) if parts else np.zeros(0, stored)
-        )
-        # overwrite: replaces a half-written entry, or one of another layout
-        entry = folder.create_array(
-            key[1], shape=packed.shape, dtype=stored, chunks=packed.shape, compressors=None, overwrite=True
-        )
-        entry[...] = packed
-        entry.attrs.update({"arrays": arrays, "small": small, "tuples": tuples, "scalars": scalars})
-        entry.attrs["complete"] = True  # last: only now may another reader return this entry
-
-    def _disk_keys(self) -> list[CacheKey]:
-        if self._root is None:
-            return []
-        keys = []
-        for _, folder in self._root.groups():
-            fingerprint = folder.attrs.get("fingerprint")
-            if fingerprint is None:
-                continue
-            for name, entry in folder.arrays():
-                if entry.attrs.get("complete", False):
-                    keys.append((str(fingerprint), name))
-        return keys
-
-
-def _is_array(node: Any) -> bool:
-    import zarr
-
-    return isinstance(node, zarr.Array)
-
-
-def _fingerprint_dir(fingerprint: str) -> str:
-    return hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest()
-
 
 def _check_key(key: Any) -> CacheKey:
     if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
@@ -353,10 +231,13 @@ def _normalise(state: Mapping[str, Any]) -> State:
     return out
 
 
-def _storage_dtype(array: np.ndarray) -> np.dtype:
-    """float16 for float arrays whose values fit it, float32 for the others."""
-    if array.dtype.kind != "f":
-        return np.dtype(np.float32)
-    if array.size and float(np.abs(array).max()) > FLOAT16_MAX:
-        return np.dtype(np.float32)
-    return np.dtype(np.float16)
+__all__ = [
+    "DEFAULT_MEMORY_BYTES",
+    "CacheKey",
+    "CacheWarning",
+    "EmbeddingCache",
+    "content_hash",
+    "make_key",
+    "model_fingerprint",
+    "state_nbytes",
+]

@@ -5,9 +5,11 @@ Command line (e.g. on a GPU machine, then copy the cache next to the stack)::
 
     python -m napari_ovsam.precompute stack.zarr --model demo --out cache.zarr [--start 0 --stop 10]
 
-Rerunning resumes: slices already in the cache are skipped. The cache keys hold the model fingerprint and each
-slice's content hash with the contrast limits, so the plugin reuses these embeddings only when it sees the
-same slices with the same ``--contrast-limits`` (default: none, the predictor's percentile rule).
+Rerunning resumes: slices whose cache entries verify (size, checksum) are skipped; a damaged or missing entry
+is computed again and rewritten. ``--out`` must be a new or empty folder, or a cache made before. The cache
+keys hold the model fingerprint and each slice's content hash with the contrast limits, so the plugin reuses
+these embeddings only when it sees the same slices with the same ``--contrast-limits`` (default: none, the
+predictor's percentile rule).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def precompute_stack(
     should_stop: Callable[[], bool] | None = None,
 ) -> int:
     """Embed slices ``start..stop-1`` of a stack and store each state in ``cache``, skipping cached ones.
+
+    A slice counts as cached only when ``key in cache`` holds, which verifies the entry on disk: damaged entries
+    (truncated, changed bytes) are computed again and rewritten.
 
     Args:
         stack: (Z, H, W) or (Z, H, W, C) array-like read one slice at a time (numpy, zarr, dask, a tifffile or
@@ -115,13 +120,17 @@ def open_stack(path: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 done, 130 interrupted)."""
+    """Command-line entry point; returns the exit status (0 done, 2 bad arguments, 130 interrupted)."""
     from tqdm import tqdm
 
     args = build_parser().parse_args(argv)
-    stack = open_stack(args.stack)
+    try:
+        cache = EmbeddingCache(max_items=1, store_path=args.out)
+        stack = open_stack(args.stack)
+    except (ValueError, OSError) as error:  # a bad --out folder or stack: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     predictor = load_predictor(args.model, args.checkpoint, args.device)
-    cache = EmbeddingCache(max_items=1, store_path=args.out)
     total = len(range(int(stack.shape[0]))[slice(args.start, args.stop)])
     try:
         with tqdm(total=total, unit="slice", desc="embeddings") as bar:

@@ -1,16 +1,23 @@
-"""The embedding cache: content keys, LRU, zarr persistence across instances, interrupted writes."""
+"""The embedding cache: content keys, LRU, verified safetensors entries on disk, damage, read-only folders."""
+
+import json
+import os
+import warnings
 
 import numpy as np
 import pytest
 
+from napari_ovsam import cache_store
 from napari_ovsam.cache import (
     DEFAULT_MEMORY_BYTES,
+    CacheWarning,
     EmbeddingCache,
     content_hash,
     make_key,
     model_fingerprint,
     state_nbytes,
 )
+from napari_ovsam.cache_store import CACHE_FORMAT, MARKER
 
 FP = "tiny-0123"
 
@@ -118,6 +125,11 @@ def test_memory_budget_in_bytes():
 # ------------------------------------------------------------------------------------------------ disk
 
 
+def entry_file(store, k):
+    [folder] = [p for p in store.iterdir() if p.is_dir()]
+    return folder / f"{k[1]}.safetensors"
+
+
 def test_reopened_store_finds_entries(tmp_path):
     store = tmp_path / "cache.zarr"
     first = EmbeddingCache(max_items=2, store_path=store)
@@ -129,49 +141,33 @@ def test_reopened_store_finds_entries(tmp_path):
     assert len(second) == 3 and all(k in second for k in states)
     for k, state in states.items():
         assert_states_close(second.get(k), state)
-    assert first.get(key(0)) is not None  # evicted from memory, read back from disk
+    assert_states_close(first.get(key(0)), states[key(0)])  # evicted from memory, read back from disk
 
 
-def test_an_entry_is_one_float16_chunk_on_disk(tmp_path):
-    import zarr
+def test_an_entry_is_one_checksummed_safetensors_file_without_pickle(tmp_path):
+    from safetensors import safe_open
 
-    cache = EmbeddingCache(store_path=tmp_path / "c.zarr")
+    store = tmp_path / "c"
+    cache = EmbeddingCache(store_path=store)
     state = fake_state(1)
     state["steps"] = np.array([3, 2**40], np.int64)  # not an embedding: kept exactly
+    state["flags"] = np.array([True, False])
+    state["tag"] = "x"
     cache.put(key(1), state)
-    root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
-    [(_, folder)] = list(root.groups())
-    entry = folder[key(1)[1]]
-    floats = sum(v.size for v in state.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
-    assert isinstance(entry, zarr.Array) and entry.dtype == np.float16
-    assert entry.shape == entry.chunks == (floats,)  # one chunk: one read
-    reopened = EmbeddingCache(store_path=tmp_path / "c.zarr")
-    meta = reopened._meta(key(1))
-    assert meta is not None and meta["attributes"]["complete"]
-    direct = reopened._read_plain(key(1), meta)
-    assert direct is not None  # read as two plain files, no zarr call
-    np.testing.assert_array_equal(direct, np.asarray(entry[...]))  # the same values zarr reads
-    assert folder.attrs["fingerprint"] == FP
-    reopened = EmbeddingCache(store_path=tmp_path / "c.zarr").get(key(1))
-    assert_states_close({k: v for k, v in reopened.items() if k != "steps"}, fake_state(1))
-    assert reopened["steps"].dtype == np.int64 and reopened["steps"].tolist() == [3, 2**40]
-
-
-def test_an_entry_zarr_wrote_with_compression_is_read_through_zarr(tmp_path):
-    import zarr
-
-    store = tmp_path / "c.zarr"
-    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
-    [(_, folder)] = list(zarr.open_group(str(store), mode="a").groups())
-    plain = folder[key(1)[1]]
-    values, attrs = np.asarray(plain[...]), plain.attrs.asdict()
-    packed = folder.create_array(
-        key(1)[1], shape=values.shape, dtype=values.dtype, chunks=values.shape, overwrite=True
-    )  # zarr's default codecs compress
-    packed[...] = values
-    packed.attrs.update(attrs)
-    assert packed.metadata.to_dict()["codecs"] != plain.metadata.to_dict()["codecs"]
-    assert_states_close(EmbeddingCache(store_path=store).get(key(1)), fake_state(1))
+    assert json.loads((store / MARKER).read_text()) == {"format": CACHE_FORMAT, "version": 3}
+    path = entry_file(store, key(1))
+    assert (path.parent / "fingerprint.txt").read_text() == FP
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(["fingerprint.txt", path.name])  # no temp
+    with safe_open(str(path), framework="numpy") as f:
+        metadata = f.metadata()
+        assert f.get_tensor("embedding").dtype == np.float16
+        assert f.get_tensor("steps").dtype == np.int64
+    assert metadata["fingerprint"] == FP and metadata["content_hash"] == key(1)[1]
+    assert len(metadata["sha256"]) == 64 and json.loads(metadata["tuples"])["original_size"] == [40, 50]
+    got = EmbeddingCache(store_path=store).get(key(1))
+    assert_states_close({k: v for k, v in got.items() if k not in ("steps", "flags", "tag")}, fake_state(1))
+    assert got["steps"].tolist() == [3, 2**40] and got["flags"].tolist() == [True, False]
+    assert got["tag"] == "x"
 
 
 def test_values_beyond_float16_are_stored_as_float32(tmp_path):
@@ -184,38 +180,154 @@ def test_values_beyond_float16_are_stored_as_float32(tmp_path):
     np.testing.assert_allclose(reopened["clip_top"], big["clip_top"], rtol=1e-6)
 
 
-def test_interrupted_write_is_invisible_and_overwritten(tmp_path):
-    import zarr
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
 
-    store = tmp_path / "c.zarr"
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _other_key(path):
+    path.write_bytes(entry_file(path.parent.parent, key(2)).read_bytes())
+
+
+def _header_byte(path):
+    data = bytearray(path.read_bytes())
+    data[20] = ord("#")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte, _empty, _other_key, _header_byte])
+def test_a_damaged_entry_is_a_miss_with_a_warning_and_is_rewritten(tmp_path, damage):
+    store = tmp_path / "c"
+    writer = EmbeddingCache(store_path=store)
+    writer.put(key(1), fake_state(1))
+    writer.put(key(2), fake_state(2))
+    damage(entry_file(store, key(1)))
+
     cache = EmbeddingCache(store_path=store)
-    cache.put(key(5), fake_state(5))
-    root = zarr.open_group(str(store), mode="a")
-    [(_, folder)] = list(root.groups())
-    entry = folder[key(5)[1]]
-    del entry.attrs["complete"]  # as if the process died before the last step
-    entry[...] = 0
-
-    reopened = EmbeddingCache(store_path=store)
-    assert key(5) not in reopened and reopened.get(key(5)) is None and reopened.keys() == []
-    reopened.put(key(5), fake_state(5))
-    assert_states_close(EmbeddingCache(store_path=store).get(key(5)), fake_state(5))
+    with pytest.warns(CacheWarning, match=r"is damaged"):
+        assert cache.get(key(1)) is None  # never zeros, never another slice's embedding
+    assert key(1) not in cache
+    cache.put(key(1), fake_state(1))  # what a miss leads to: computed again, rewritten
+    assert_states_close(EmbeddingCache(store_path=store).get(key(1)), fake_state(1))
 
 
-def test_entries_of_another_layout_are_computed_again(tmp_path):
+def test_a_damaged_entry_warns_once(tmp_path):
+    store = tmp_path / "c"
+    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
+    _truncate(entry_file(store, key(1)))
+    cache = EmbeddingCache(store_path=store, max_items=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert cache.get(key(1)) is None and key(1) not in cache
+    assert len([w for w in caught if issubclass(w.category, CacheWarning)]) == 1
+
+
+def test_a_deleted_entry_is_a_miss_not_zeros(tmp_path):
+    store = tmp_path / "c"
+    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
+    entry_file(store, key(1)).unlink()
+    cache = EmbeddingCache(store_path=store)
+    assert cache.get(key(1)) is None and key(1) not in cache and cache.keys() == []
+
+
+def test_a_killed_writers_temporary_file_is_not_an_entry(tmp_path):
+    store = tmp_path / "c"
+    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
+    path = entry_file(store, key(1))
+    (path.parent / f".{key(2)[1]}.safetensors.123.abc.tmp").write_bytes(path.read_bytes()[:50])
+    cache = EmbeddingCache(store_path=store)
+    assert cache.keys() == [key(1)] and key(2) not in cache and cache.get(key(2)) is None
+
+
+def test_the_loser_of_a_write_race_keeps_the_complete_entry(tmp_path):
+    store = tmp_path / "c"
+    first, second = EmbeddingCache(store_path=store), EmbeddingCache(store_path=store)
+    first.put(key(1), fake_state(1))
+    before = entry_file(store, key(1)).stat().st_ino
+    second.put(key(1), fake_state(1, scale=2.0))  # the same key computed elsewhere: the first one stays
+    assert entry_file(store, key(1)).stat().st_ino == before
+    assert_states_close(EmbeddingCache(store_path=store).get(key(1)), fake_state(1))
+    assert [p.name for p in entry_file(store, key(1)).parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_refuses_a_folder_that_is_not_a_cache(tmp_path):
     import zarr
 
-    store = tmp_path / "c.zarr"
-    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
-    root = zarr.open_group(str(store), mode="a")
-    [(_, folder)] = list(root.groups())
-    old = folder.create_group(key(2)[1])  # a group per entry, as the first layout wrote them
-    old.create_array("embedding", shape=(2,), dtype=np.float16)
+    image = tmp_path / "image.zarr"
+    zarr.create_array(str(image), shape=(2, 4, 4), dtype=np.uint8)
+    before = sorted(p.relative_to(image) for p in image.rglob("*"))
+    with pytest.raises(ValueError, match=r"image.zarr is not an embedding cache .*choose a new or empty"):
+        EmbeddingCache(store_path=image)
+    assert sorted(p.relative_to(image) for p in image.rglob("*")) == before  # nothing written
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is a file"):
+        EmbeddingCache(store_path=tmp_path / "notes.txt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    EmbeddingCache(store_path=empty).put(key(1), fake_state(1))
+    assert (empty / MARKER).is_file()
+
+
+def test_an_older_zarr_cache_is_reused_and_its_entries_are_misses(tmp_path):
+    import zarr
+
+    store = tmp_path / "old.zarr"
+    root = zarr.open_group(str(store), mode="a", zarr_format=3)
+    root.attrs.update({"format": CACHE_FORMAT, "version": 2})
+    old = root.require_group("abc").create_array("0" * 32, shape=(4,), dtype=np.float16)
     old.attrs["complete"] = True
     cache = EmbeddingCache(store_path=store)
-    assert key(2) not in cache and cache.get(key(2)) is None and cache.keys() == [key(1)]
-    cache.put(key(2), fake_state(2))
-    assert_states_close(EmbeddingCache(store_path=store).get(key(2)), fake_state(2))
+    assert cache.keys() == [] and cache.get((FP, "0" * 32)) is None
+    cache.put(key(1), fake_state(1))
+    assert_states_close(EmbeddingCache(store_path=store).get(key(1)), fake_state(1))
+
+
+def test_a_read_only_store_serves_hits_and_warns_once(tmp_path, monkeypatch):
+    store = tmp_path / "c"
+    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
+    cache = EmbeddingCache(store_path=store)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache_store.CacheStore, "_place", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(2, 5):
+            cache.put(key(i), fake_state(i))  # no crash: kept in memory
+    assert [str(w.message) for w in caught if issubclass(w.category, CacheWarning)] == [
+        f"The embedding cache {store} cannot be written (Permission denied): embeddings computed now stay "
+        "in memory only; entries already there are still used."
+    ]
+    assert not cache.writable and key(3) in cache and cache.get(key(3)) is not None
+    assert_states_close(cache.get(key(1)), fake_state(1))
+    assert EmbeddingCache(store_path=store).keys() == [key(1)]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes read-only folders")
+def test_a_read_only_folder_on_disk(tmp_path):
+    store = tmp_path / "c"
+    EmbeddingCache(store_path=store).put(key(1), fake_state(1))
+    for path in [store, *store.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        cache = EmbeddingCache(store_path=store)
+        with pytest.warns(CacheWarning, match="cannot be written"):
+            cache.put(key(2), fake_state(2))
+        assert_states_close(cache.get(key(1)), fake_state(1))
+    finally:
+        for path in [store, *store.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def test_memory_only_cache_has_no_store(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_ovsam import precompute
-from napari_ovsam.cache import EmbeddingCache, make_key
+from napari_ovsam.cache import CacheWarning, EmbeddingCache, make_key
 from napari_ovsam.precompute import main, precompute_stack
 
 
@@ -93,6 +93,33 @@ def test_cli_writes_a_resumable_cache(tmp_path, stack, monkeypatch, capsys):
     assert "2 slice(s) embedded, 3 already cached" in capsys.readouterr().out
     assert main([str(path), "--out", str(out)]) == 0
     assert "0 slice(s) embedded, 5 already cached" in capsys.readouterr().out
+
+
+def test_precompute_rewrites_damaged_entries_and_skips_only_verified_ones(tmp_path, stack):
+    store = tmp_path / "c"
+    assert precompute_stack(stack, FakePredictor(), EmbeddingCache(store_path=store), fingerprint="f") == 5
+    entries = sorted(store.glob("*/*.safetensors"))
+    assert len(entries) == 5
+    data = entries[0].read_bytes()
+    entries[0].write_bytes(data[: len(data) // 2])  # truncated (a full disk, a killed copy)
+    entries[1].unlink()
+    again = FakePredictor()
+    with pytest.warns(CacheWarning, match="is damaged"):
+        assert precompute_stack(stack, again, EmbeddingCache(store_path=store), fingerprint="f") == 2
+    assert precompute_stack(stack, FakePredictor(), EmbeddingCache(store_path=store), fingerprint="f") == 0
+    fresh = EmbeddingCache(store_path=store)
+    for z in range(5):
+        assert fresh.get(make_key("f", stack[z]))["embedding"][0, 0, 0] == z
+
+
+def test_cli_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep")
+    assert main([str(tmp_path / "stack.tif"), "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is not an embedding cache" in err and len(err.splitlines()) == 1
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
 
 
 class _FakeModel:
