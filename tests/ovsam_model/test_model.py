@@ -9,6 +9,7 @@ import threading
 import open_clip
 import pytest
 import torch
+from segment_anything.modeling.image_encoder import Attention
 from torchvision.ops import roi_align
 
 from ovsam_model.build import build_ovsam
@@ -21,6 +22,7 @@ from ovsam_model.modeling.clip2sam import (
     masks_to_boxes,
     multilevel_roi_align,
 )
+from ovsam_model.modeling.sam2clip import HeadChunkedAttention
 from ovsam_model.train.sam2clip import build_teacher
 
 
@@ -188,10 +190,6 @@ def test_precomputed_region_maps_equal_clips_attention_pool_on_the_roi(tiny_mode
 
 
 def test_global_attention_a_few_heads_at_a_time_equals_sams_attention():
-    from segment_anything.modeling.image_encoder import Attention
-
-    from ovsam_model.modeling.sam2clip import HeadChunkedAttention
-
     attention = Attention(64, num_heads=8, qkv_bias=True, use_rel_pos=True, input_size=(16, 16))
     torch.nn.init.normal_(attention.rel_pos_h)
     torch.nn.init.normal_(attention.rel_pos_w)
@@ -202,8 +200,6 @@ def test_global_attention_a_few_heads_at_a_time_equals_sams_attention():
 
 
 def test_the_adapters_global_blocks_use_chunked_attention(tiny_model):
-    from ovsam_model.modeling.sam2clip import HeadChunkedAttention
-
     kinds = [(block.window_size, type(block.attn)) for block in tiny_model.neck.blocks]
     assert (0, HeadChunkedAttention) in kinds and all(
         (w == 0) == (t is HeadChunkedAttention) for w, t in kinds

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,9 @@ import torch
 
 from ovsam_model.build import build_ovsam
 from ovsam_model.checkpoint import read_own_checkpoint
+from ovsam_model.modeling.ovsam import Decoded
 from ovsam_model.train.cli import main
+from ovsam_model.train.clip2sam import Clip2SamLossConfig, _decode_losses, _training_rois
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -162,9 +166,6 @@ def test_sam2clip_teacher_cache_on_cuda(train_data, tmp_path):
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_stay_in_sync(train_data, tmp_path, base_args):
-    import subprocess
-    import sys
-
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -192,8 +193,6 @@ def test_torchrun_two_cpu_processes_stay_in_sync(train_data, tmp_path, base_args
 
 
 def test_training_rois_follow_the_prediction_only_where_it_matches_the_gt():
-    from ovsam_model.train.clip2sam import _training_rois
-
     gt = torch.tensor([[10.0, 10.0, 50.0, 50.0], [10.0, 10.0, 50.0, 50.0]])
     predicted = torch.tensor([[12.0, 11.0, 49.0, 52.0], [60.0, 60.0, 90.0, 90.0]])
     rois = _training_rois(gt, predicted)
@@ -203,8 +202,6 @@ def test_training_rois_follow_the_prediction_only_where_it_matches_the_gt():
 
 
 def test_training_rois_take_partial_masks_down_to_the_given_iou_but_never_empty_ones():
-    from ovsam_model.train.clip2sam import _training_rois
-
     gt = torch.tensor([[10.0, 10.0, 50.0, 50.0]] * 3)
     predicted = torch.tensor([[10.0, 10.0, 30.0, 30.0], [45.0, 45.0, 80.0, 80.0], [0.0, 0.0, 0.0, 0.0]])
     # box IoUs 0.25 (a part of the object), 0.009 (mostly elsewhere), 0 (empty mask)
@@ -218,9 +215,6 @@ def test_training_rois_take_partial_masks_down_to_the_given_iou_but_never_empty_
 
 
 def test_clicks_are_named_in_training_from_the_clicked_part_of_their_mask(monkeypatch):
-    from ovsam_model.modeling.ovsam import Decoded
-    from ovsam_model.train.clip2sam import Clip2SamLossConfig, _decode_losses
-
     model = build_ovsam("tiny", device="cpu")
     size = model.config.image_size
     logits = torch.full((1, 3, 32, 32), -5.0)
