@@ -87,7 +87,7 @@ def precompute(stack: Any, model: str, store: Path, random_weights: bool) -> tup
 def one_round(stack: Any, predictor: Any, store: Path, z: int, steady_repeats: int) -> dict[str, float]:
     """A reopened session: first prompt on slice z (with its parts), steady prompts, encoding from scratch."""
     from napari_ovsam.cache import EmbeddingCache
-    from napari_ovsam.conversions import ObjectPrompt
+    from napari_ovsam.prompts import ObjectPrompt
     from napari_ovsam.session import AnnotationSession
 
     session = AnnotationSession(predictor, cache=EmbeddingCache(max_items=16, store_path=store))

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> float:
     from qtpy.QtWidgets import QApplication
 
     from common import blob_image, machine
-    from napari_ovsam._widget import OVSAMWidget
+    from napari_ovsam._qt.widget import OVSAMWidget
 
     print(f"machine: {machine()}")
     viewer = napari.Viewer(show=True)
@@ -105,13 +105,13 @@ def main(argv: list[str] | None = None) -> float:
         layer = viewer.add_image(blob_image(args.size, offset=repeat), name=f"cells {repeat}")
         app.processEvents()
         start = time.perf_counter()
-        widget._image.setCurrentText(
+        widget._image_panel._image.setCurrentText(
             layer.name
         )  # choosing an image starts its embedding once a model is there
         if repeat == 0:
-            widget._on_model_loaded(args.model, model, 0.0)  # the Load job's hand-over: starts the embedding
+            widget._model_panel._on_model_loaded(args.model, model, 0.0)  # the Load job hand-over: embeds
         if not widget.busy:
-            raise RuntimeError(f"No embedding job started: {widget._status.text()}")
+            raise RuntimeError(f"No embedding job started: {widget.status}")
         stalls = recorder.record(app, lambda: not widget.busy, args.timeout)
         embed_s.append(time.perf_counter() - start)
         if widget.session.encoder_runs != repeat + 1:

@@ -178,7 +178,7 @@ def child(args: argparse.Namespace) -> None:
 
 def slice_boxes(n: int, size: int, where: tuple[int, ...], seed: int) -> list[np.ndarray]:
     """``n`` rectangles (Shapes layer vertices on slice ``where``), 5%..30% of the slice side."""
-    from napari_ovsam.conversions import box_to_shape_vertices
+    from napari_ovsam.prompts import box_to_shape_vertices
 
     rng = np.random.default_rng(seed)
     sides = rng.uniform(0.05, 0.3, (n, 2)) * size

@@ -78,7 +78,7 @@ def setup(model: str, size: int, timeout: float) -> tuple[Any, Any, Any]:
     from qtpy.QtWidgets import QApplication
 
     from common import blob_image
-    from napari_ovsam._widget import OVSAMWidget
+    from napari_ovsam._qt.widget import OVSAMWidget
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
@@ -86,13 +86,13 @@ def setup(model: str, size: int, timeout: float) -> tuple[Any, Any, Any]:
     widget = OVSAMWidget(viewer)
     viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
     torch.manual_seed(0)  # the tiny model's random weights, reproducibly
-    widget._model.setCurrentText(model)
-    widget._device.setCurrentText("cpu")
+    widget._model_panel._model.setCurrentText(model)
+    widget._model_panel._device.setCurrentText("cpu")
     if widget.load_model() is None:
-        raise RuntimeError(f"The widget refused to load {model}: {widget._status.text()}")
+        raise RuntimeError(f"The widget refused to load {model}: {widget.status}")
     wait_until(app, lambda: not widget.busy, timeout, "the model and the first embedding")
     if widget.session.predictor is None:
-        raise RuntimeError(f"Loading {model} failed: {widget._status.text()}")
+        raise RuntimeError(f"Loading {model} failed: {widget.status}")
     wait_until(app, lambda: widget.session.embedding_ready(()), timeout, "the image embedding")
     return viewer, widget, app
 
@@ -106,7 +106,7 @@ class Probe:
         self.marks: dict[str, float] = {}
         self.spans: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        widget.segment = self._timed(widget.segment, "segment", mark="fired")
+        widget._annotate.segment = self._timed(widget._annotate.segment, "segment", mark="fired")
         widget.session.segment = self._timed(widget.session.segment, "session")
         self._layers, self._show = _layers, _layers.show_preview
         _layers.show_preview = self._timed(self._show, "preview")
@@ -136,7 +136,7 @@ class Probe:
 def measure(viewer: Any, widget: Any, app: Any, args: argparse.Namespace) -> dict[str, float]:
     """Widget, bare predictor and session prompts in alternation; median seconds of each quantity."""
     from napari_ovsam import _layers
-    from napari_ovsam.conversions import box_to_shape_vertices
+    from napari_ovsam.prompts import box_to_shape_vertices
 
     boxes = viewer.layers[_layers.BOXES]
     session, predictor = widget.session, widget.session.predictor
@@ -157,8 +157,8 @@ def measure(viewer: Any, widget: Any, app: Any, args: argparse.Namespace) -> dic
         set_done = time.perf_counter()
         wait_until(app, updated, args.timeout, "the preview")
         end = time.perf_counter()
-        if widget._results is None or len(widget._results) != 1:
-            raise RuntimeError(f"The widget did not segment the box: {widget._status.text()}")
+        if widget._annotate._results is None or len(widget._annotate._results) != 1:
+            raise RuntimeError(f"The widget did not segment the box: {widget.status}")
         if timed:
             for name, seconds in (
                 ("widget", end - start), ("setter", set_done - start), ("event", end - probe.marks["event"]),

@@ -4,7 +4,7 @@ Layer names: "ovsam points" (Points, feature ``positive``: green positive, red n
 rectangles), "ovsam preview" (Labels of one slice), "ovsam labels" (Labels with a ``features`` table; one per
 image, later ones named "ovsam labels [<image>]") and "ovsam names" (Points without symbols, drawing each
 object's ``class_name`` on its slice). Prompt and result layers get the image layer's dimensionality, scale
-and translate, so their data coordinates are the image's pixel coordinates (``conversions`` relies on it).
+and translate, so their data coordinates are the image's pixel coordinates (``prompts`` relies on it).
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import zarr
+from napari.layers import Image, Labels, Points, Shapes
 
-from .conversions import current_slice, empty_prompt_data
+from .painting import mask_bbox
+from .prompts import current_slice, empty_prompt_data
+from .results import ObjectResults
+from .targets import LabelsTarget
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image, Labels, Points, Shapes
-
-    from .annotations import LabelsTarget, ObjectResults
 
 POINTS, BOXES, PREVIEW = "ovsam points", "ovsam boxes", "ovsam preview"
 LABELS, NAMES = "ovsam labels", "ovsam names"
@@ -34,12 +36,12 @@ LABELS_DTYPE = np.uint32
 
 
 def image_layers(viewer: napari.Viewer) -> list[Image]:
-    from napari.layers import Image
-
+    """The image layers of the viewer, in layer-list order."""
     return [layer for layer in viewer.layers if isinstance(layer, Image)]
 
 
 def find(viewer: napari.Viewer, name: str) -> Any:
+    """The layer called ``name``, or None."""
     return viewer.layers[name] if name in viewer.layers else None
 
 
@@ -200,15 +202,7 @@ def clear_preview(viewer: napari.Viewer) -> None:
 
 def _masks_box(results: ObjectResults | None) -> tuple[int, int, int, int] | None:
     """The (r0, r1, c0, c1) box around all objects' pixels, None when there are none."""
-    if results is None or not len(results.masks):
-        return None
-    rows, cols = (
-        np.flatnonzero(results.masks.any(axis=(0, 2))),
-        np.flatnonzero(results.masks.any(axis=(0, 1))),
-    )
-    if not rows.size:
-        return None
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return None if results is None or not len(results.masks) else mask_bbox(results.masks)
 
 
 def _update_preview(layer: Labels, results: ObjectResults | None) -> None:
@@ -260,8 +254,6 @@ def new_labels_array(image: Image, store_dir: str | Path | None = None) -> Any:
     shape = _labels_shape(image)
     if isinstance(data, np.ndarray) and np.prod(shape) <= LAZY_PIXELS:
         return np.zeros(shape, LABELS_DTYPE)
-    import zarr
-
     if store_dir:
         folder = Path(store_dir)
     else:  # like in-memory labels, these last as long as the session: save them with a writer
@@ -280,8 +272,6 @@ def _safe(name: str) -> str:
 def labels_layer_for(viewer: napari.Viewer, image: Image) -> Labels | None:
     """The labels layer that annotates ``image`` (by ``metadata['ovsam']['image_name']`` and shape), if any:
     e.g. ours from before, or one read back from a COCO file, to go on annotating."""
-    from napari.layers import Labels
-
     shape = _labels_shape(image)
     for layer in viewer.layers:
         ovsam = layer.metadata.get("ovsam", {}) if isinstance(layer, Labels) else {}

@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import napari
 
+    from ._qt.widget import OVSAMWidget
     from ._sample_data import sample_2d, sample_stack
-    from ._widget import OVSAMWidget
 
     viewer = napari.Viewer(title="napari-ovsam")
     for data, kwargs, _ in sample_stack() if args.sample == "stack" else sample_2d():

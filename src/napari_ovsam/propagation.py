@@ -11,7 +11,7 @@ same label id (existing labels are kept), and the walk stops at the first slice 
 
 or after ``max_slices`` slices. The object's name is re-decided from all its slices: the class with the highest
 mean top-k probability (objects reviewed by hand keep their name). The whole propagation is one undoable
-:class:`~napari_ovsam.session.CommitGroup`, also when it is cancelled part way.
+:class:`~napari_ovsam.targets.CommitGroup`, also when it is cancelled part way.
 
 Runs in a worker thread (it may run the image encoder for every slice it visits), through
 ``AnnotationSession.iter_propagate``.
@@ -22,17 +22,35 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .annotations import CommitGroup, SliceIndex, record_anchors
-from .conversions import ObjectPrompt
-from .labels import features_row, paint_masks, topk_from_row
+from .features import features_row, topk_from_row
+from .naming import UNKNOWN_CLASS
+from .painting import paint_masks
+from .prompts import ObjectPrompt
+from .results import ObjectResults, SliceIndex
+from .targets import CommitGroup, LabelsTarget, record_anchors
 
-if TYPE_CHECKING:
-    from .annotations import LabelsTarget
-    from .session import AnnotationSession
+
+class SliceSegmenter(Protocol):
+    """What a propagation needs from the session: embed a slice, decode prompts on it, name objects."""
+
+    top_k: int
+
+    @property
+    def leading_shape(self) -> tuple[int, ...]: ...
+
+    def job_predictor(self) -> Any: ...
+
+    def ensure_embedding(self, slice_index: SliceIndex, predictor: Any = None) -> Any: ...
+
+    def predict(
+        self, objects: Sequence[ObjectPrompt], slice_index: SliceIndex, predictor: Any = None
+    ) -> ObjectResults: ...
+
+    def name_for(self, class_name: str, score: float) -> str: ...
 
 
 @dataclass
@@ -62,7 +80,7 @@ class PropagationStep:
 
 
 def propagate_objects(
-    session: AnnotationSession,
+    session: SliceSegmenter,
     target: LabelsTarget,
     label_ids: Sequence[int],
     slice_index: SliceIndex,
@@ -81,9 +99,7 @@ def propagate_objects(
 class _Propagation:
     """The state of one propagation: where to paint, the predictor copy, the group being built, progress."""
 
-    def __init__(
-        self, session: AnnotationSession, target: LabelsTarget, settings: PropagationSettings
-    ) -> None:
+    def __init__(self, session: SliceSegmenter, target: LabelsTarget, settings: PropagationSettings) -> None:
         self.session, self.target, self.settings = session, target, settings
         self.predictor = session.job_predictor()
         self.depth = session.leading_shape[-1]
@@ -203,12 +219,12 @@ class _Votes:
         return sorted(mean.items(), key=lambda item: -item[1])
 
 
-def _rename(session: AnnotationSession, group: CommitGroup, label_id: int, votes: _Votes) -> None:
+def _rename(session: SliceSegmenter, group: CommitGroup, label_id: int, votes: _Votes) -> None:
     """Queue the object's new features row (named from all its slices) into the group."""
     if votes.slices <= 1 and votes.row is not None:
         return  # nothing propagated: the row stays
     ranked = votes.ranked()
-    best, score = ranked[0] if ranked else ("unknown", 0.0)
+    best, score = ranked[0] if ranked else (UNKNOWN_CLASS, 0.0)
     row = votes.row
     reviewed = bool(row is not None and row.get("reviewed", False))
     name = str(row["class_name"]) if reviewed and row is not None else session.name_for(best, score)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtWidgets import QApplication
 
 from napari_ovsam import _layers
-from napari_ovsam.annotations import ObjectResults
+from napari_ovsam.results import ObjectResults
 
 pytestmark = pytest.mark.gui
 
@@ -51,7 +52,7 @@ def test_live_previews_write_exactly_the_new_objects(make_napari_viewer, qtbot, 
                 refreshes.append(1),
                 _full(*args, **kwargs),
             )
-        qtbot.wait(20)  # let the canvas draw
+        QApplication.processEvents()  # let the canvas draw
         np.testing.assert_array_equal(layer.data.reshape(shape[-2:]), results.label_image())
         assert not layer._undo_history  # live updates leave no napari paint history behind
         if stack:

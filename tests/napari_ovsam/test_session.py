@@ -11,6 +11,8 @@ import pytest
 
 from napari_ovsam.propagation import PropagationSettings, mask_box, mask_iou
 from napari_ovsam.session import AnnotationSession, SessionBusy
+from ovsam_model.build import build_ovsam
+from ovsam_model.predictor import OVSAMPredictor
 
 CLASSES = ["nucleus", "rod", "ring", "cluster"]
 
@@ -216,22 +218,90 @@ class SliceOnly:
         raise AssertionError("the whole stack was read")
 
 
+def precompute(session, slice_index, start=0, stop=None, steps=None):
+    """Run ``iter_precompute`` (to the end, or for ``steps`` slices, as a cancel would); the slices embedded."""
+    walk = session.iter_precompute(slice_index, start, stop)
+    computed = [new for _, (_, _, new) in zip(range(steps or 10**9), walk)]
+    walk.close()
+    return sum(computed)
+
+
 def test_precompute_progress_cancel_and_resume(stack):
     lazy = SliceOnly(stack)
     session = make_session(lazy)
-    progress = []
-    computed = session.precompute(
-        (0,),
-        progress=lambda done, total: progress.append((done, total)),
-        should_stop=lambda: len(progress) >= 2,
-    )
-    assert computed == 2 and progress == [(1, 6), (2, 6)]
-    assert session.precompute((3,), start=1, stop=4) == 2  # slice 1 is cached, 2 and 3 are new
-    assert session.precompute((0,)) == 2 and session.encoder_runs == 6
-    assert [done for done, _, new in session.iter_precompute((0,)) if new] == []
+    assert [(done, total) for done, total, _ in session.iter_precompute((0,), 0, 2)] == [(1, 2), (2, 2)]
+    assert precompute(session, (3,), start=1, stop=4) == 2  # slice 1 is cached, 2 and 3 are new
+    assert precompute(session, (0,), steps=5) == 1  # stopped after slice 4: slice 5 is left
+    assert precompute(session, (0,)) == 1 and session.encoder_runs == 6
+    assert precompute(session, (0,)) == 0
     assert set(lazy.reads) == set(range(6))
+    assert session.embedding_ready((4,))  # what precompute stored is what segmenting finds
     session.ensure_embedding((4,))
-    assert session.encoder_runs == 6  # what precompute stored is what segmenting finds
+    assert session.encoder_runs == 6
+
+
+def test_a_failed_embedding_is_remembered_until_the_setting_changes(image_2d):
+    predictor = FakePredictor()
+    session = make_session(image_2d, predictor)
+
+    def fail(image, contrast_limits=None):
+        raise ValueError("The image contains NaN or infinite pixels.")
+
+    predictor.set_image = fail
+    with pytest.raises(ValueError, match="NaN"):
+        session.ensure_embedding(())
+    assert session.embedding_failure(()) == "The image contains NaN or infinite pixels."
+    session.set_contrast_limits((0, 10))  # another contrast may work: forgotten
+    assert session.embedding_failure(()) is None
+    with pytest.raises(ValueError):
+        session.ensure_embedding(())
+    session.forget_failures()  # the user asked again
+    assert session.embedding_failure(()) is None
+
+
+def test_each_labels_array_keeps_its_target_and_history(image_2d):
+    session = make_session(image_2d)
+    session.ensure_embedding(())
+    first = session.target
+    session.commit(session.segment(np.array([[20.0, 20.0]]), [True], [], [], slice_index=()))
+    other = np.zeros_like(first.labels)
+    assert session.attach_labels(other) is not first and session.target.labels is other
+    assert session.undo() is None  # the other labels have no history
+    assert session.attach_labels(first.labels) is first and len(first.history) == 1
+    assert session.target_of(other) is not None
+    assert session.detach_labels(first.labels) and session.target is None
+    assert session.target_of(first.labels) is None and not session.detach_labels(first.labels)
+    with pytest.raises(RuntimeError, match="No labels"):
+        session.undo()
+
+
+def test_user_edits_of_the_features_survive_the_next_commit(image_2d):
+    """The layer's table is a view of the session's: a column the user added and a value they typed stay."""
+    session = make_session(image_2d)
+    session.ensure_embedding(())
+    session.commit(session.segment(np.array([[20.0, 20.0]]), [True], [], [], slice_index=()))
+    shown = session.target.features.copy()  # what the layer shows, edited by the user
+    shown["note"] = ["looks odd"]
+    shown.loc[0, "class_name"] = "my nucleus"
+    session.attach_labels(session.target.labels, shown)  # the widget takes the edits in before writing
+    session.commit(session.segment(np.array([[44.0, 40.0]]), [True], [], [], slice_index=()))
+    features = session.target.features
+    assert list(features["label_id"]) == [1, 2]
+    assert features.loc[0, "class_name"] == "my nucleus" and features.loc[0, "note"] == "looks odd"
+    assert pd.isna(features.loc[1, "note"]) and features.loc[1, "class_name"] == "rod"
+    session.undo()
+    assert list(session.target.features["note"]) == ["looks odd"]
+
+
+def test_what_to_propagate(stack):
+    session = make_session(stack)
+    assert session.propagation_start(None, (2,)) is None  # nothing committed yet
+    session.ensure_embedding((2,))
+    session.commit(session.segment(np.array([[2, 28.0, 28.0]]), [True], [], [], slice_index=(2,)))
+    assert session.propagation_start(None, (4,)) == ([1], (2,))  # the last commit, from its slice
+    assert session.propagation_start(1, (4,)) == ([1], (2,))  # the selected object, from where it is
+    assert session.propagation_start(1, (2,)) == ([1], (2,))
+    assert session.propagation_start(9, (2,)) is None  # not an object
 
 
 def test_propagation_through_stack_is_one_undo_step(stack):
@@ -316,10 +386,10 @@ def test_helpers():
     assert mask_iou(np.zeros_like(mask), np.zeros_like(mask)) == 0.0
 
 
-def test_with_the_tiny_model(tiny_predictor):
+def test_with_the_tiny_model(tiny_ovsam_predictor):
     """The real predictor end to end on the CPU (random weights: only shapes and bookkeeping are checked)."""
     image = np.random.default_rng(0).integers(0, 1000, (3, 64, 80)).astype(np.uint16)
-    session = AnnotationSession(copy.copy(tiny_predictor))
+    session = AnnotationSession(copy.copy(tiny_ovsam_predictor))
     session.set_vocabulary("nucleus\nrod, bacterium\nring\ncluster\n")
     session.set_image(image)
     session.attach_labels(np.zeros(session.labels_shape, np.uint32))
@@ -333,8 +403,6 @@ def test_with_the_tiny_model(tiny_predictor):
 
 
 @pytest.fixture(scope="module")
-def tiny_predictor():
-    from ovsam_model.build import build_ovsam
-    from ovsam_model.predictor import OVSAMPredictor
-
+def tiny_ovsam_predictor():
+    """The real predictor over the tiny model (random weights)."""
     return OVSAMPredictor(build_ovsam("tiny", device="cpu"))

@@ -7,7 +7,6 @@ bookkeeping (labels, features, names, undo, caches, IO), not the segmentation qu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,14 @@ import torch
 import zarr
 
 from napari_ovsam import _layers
-from napari_ovsam._objects_table import ALTERNATIVES, CLASS
+from napari_ovsam._qt.objects_table import ALTERNATIVES, CLASS
+from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam._sample_data import sample_2d, sample_stack
-from napari_ovsam._widget import OVSAMWidget
 from napari_ovsam.cache import EmbeddingCache
-from napari_ovsam.conversions import box_to_shape_vertices
+from napari_ovsam.prompts import box_to_shape_vertices
 from ovsam_model.vocabulary import DEMO_CLASSES
 
 pytestmark = pytest.mark.gui
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 @pytest.fixture(autouse=True)
@@ -54,11 +52,11 @@ def idle(qtbot, widget, timeout=30000):
 
 def load_tiny(qtbot, widget):
     torch.manual_seed(0)  # the tiny model's random weights, reproducibly
-    widget._model.setCurrentText("tiny")
-    widget._device.setCurrentText("cpu")
+    widget._model_panel._model.setCurrentText("tiny")
+    widget._model_panel._device.setCurrentText("cpu")
     assert widget.load_model() is not None
     idle(qtbot, widget)
-    assert widget.session.predictor is not None, widget._status.text()
+    assert widget.session.predictor is not None, widget.status
     assert widget.session.vocabulary.names == list(DEMO_CLASSES)
 
 
@@ -81,12 +79,14 @@ def test_segment_commit_undo_rename_and_vocabulary(viewer, widget, qtbot):
     load_tiny(qtbot, widget)
     assert widget.session.embedding_ready(())  # computed in a worker as soon as the model was there
     prompt(viewer, point=[40, 100])
-    qtbot.waitUntil(lambda: widget._results is not None, timeout=5000)  # live preview
+    qtbot.waitUntil(lambda: widget._annotate._results is not None, timeout=5000)  # live preview
     assert viewer.layers[_layers.PREVIEW].data.any()
     prompt(viewer, box=[[150, 30], [220, 100]])
     results = widget.segment()
     assert len(results) == 2 and results.masks.shape == (2, 256, 256)
-    assert "last prompt:" in widget._timing.text() and "ms" in widget._timing.text()
+    assert (
+        "last prompt:" in widget._status_panel._timing.text() and "ms" in widget._status_panel._timing.text()
+    )
 
     labels = viewer.layers[_layers.LABELS]
     group = widget.commit()
@@ -96,7 +96,7 @@ def test_segment_commit_undo_rename_and_vocabulary(viewer, widget, qtbot):
     assert set(labels.features["class_name"]) <= set(DEMO_CLASSES)
     names = viewer.layers[_layers.NAMES]
     assert len(names.data) == len(ids) and list(names.text.values) == list(labels.features["class_name"])
-    assert widget._table.rowCount() == len(ids)
+    assert widget._labels.table.rowCount() == len(ids)
     assert len(viewer.layers[_layers.POINTS].data) == 0 == len(viewer.layers[_layers.BOXES].data)
     committed = labels.data.copy()
 
@@ -107,10 +107,10 @@ def test_segment_commit_undo_rename_and_vocabulary(viewer, widget, qtbot):
     assert set(widget.segment().class_names) <= {"cell", "blob"}
     widget.clear_prompts()
 
-    widget._table.item(0, CLASS).setText("my cell")  # what a double-click edit does
+    widget._labels.table.item(0, CLASS).setText("my cell")  # what a double-click edit does
     assert labels.features.loc[0, "class_name"] == "my cell" and labels.features.loc[0, "reviewed"]
     assert "my cell" in list(names.text.values)
-    combo = widget._table.cellWidget(1 % len(ids), ALTERNATIVES)
+    combo = widget._labels.table.cellWidget(1 % len(ids), ALTERNATIVES)
     combo.activated.emit(2)
     assert labels.features.loc[1 % len(ids), "class_name"] == combo.itemData(2)
 
@@ -121,25 +121,31 @@ def test_segment_commit_undo_rename_and_vocabulary(viewer, widget, qtbot):
     assert len(labels.features) == len(ids) and labels.features.loc[0, "class_name"] == "my cell"
     widget.undo()
     assert not labels.data.any() and labels.features.empty and len(names.data) == 0
-    assert widget._table.rowCount() == 0
+    assert widget._labels.table.rowCount() == 0
 
 
 def test_live_preview_runs_once_per_edit_inside_the_layer_event(viewer, widget, qtbot, monkeypatch):
     add_sample(viewer, sample_2d)
     load_tiny(qtbot, widget)
-    calls = []
+    calls, fired = [], []
     segment = widget.session.segment
     monkeypatch.setattr(widget.session, "segment", lambda *a, **k: calls.append(1) or segment(*a, **k))
+    panel_segment = widget._annotate.segment  # what benchmarks/bench_widget_latency.py times
+    monkeypatch.setattr(widget._annotate, "segment", lambda: fired.append(1) or panel_segment())
     prompt(viewer, box=[[150, 30], [220, 100]])  # no event-loop turn: the preview is there when add returns
-    assert len(calls) == 1 and widget._results is not None and len(widget._results) == 1
+    assert len(calls) == 1 == len(fired) and widget._annotate._results is not None and len(widget._annotate._results) == 1
     assert viewer.layers[_layers.PREVIEW].data.any()
     prompt(viewer, point=[40, 100])
-    assert len(calls) == 2 and len(widget._results) == 2  # napari's data + features events: one decode
-    widget._group.setCurrentIndex((widget._group.currentIndex() + 1) % widget._group.count())
+    assert (
+        len(calls) == 2 and len(widget._annotate._results) == 2
+    )  # napari's data + features events: one decode
+    widget._annotate._group.setCurrentIndex(
+        (widget._annotate._group.currentIndex() + 1) % widget._annotate._group.count()
+    )
     assert len(calls) == 3  # a new grouping rule, the same prompts: segmented again
-    widget._live.setChecked(False)
+    widget._annotate._live.setChecked(False)
     prompt(viewer, point=[60, 60])
-    assert len(calls) == 3 and widget._results is None  # not live: the old preview is out of date
+    assert len(calls) == 3 and widget._annotate._results is None  # not live: the old preview is out of date
 
 
 def test_keys_toggle_points_and_undo(viewer, widget, qtbot):
@@ -179,7 +185,7 @@ def test_export_reimport_and_image_switch(viewer, widget, qtbot, tmp_path):
 
     image = add_sample(viewer, sample_2d)
     other = viewer.add_image(np.zeros((64, 64), np.uint16), name="blank")
-    widget._image.setCurrentText(image.name)
+    widget._image_panel._image.setCurrentText(image.name)
     load_tiny(qtbot, widget)
     prompt(viewer, box=[[150, 30], [220, 100]])
     widget.commit()
@@ -196,14 +202,16 @@ def test_export_reimport_and_image_switch(viewer, widget, qtbot, tmp_path):
     np.testing.assert_array_equal(reread.data, labels.data)
     assert list(reread.features["class_name"]) == list(labels.features["class_name"])
 
-    widget._image.setCurrentText(other.name)  # another image gets its own labels; the first keeps its own
+    widget._image_panel._image.setCurrentText(
+        other.name
+    )  # another image gets its own labels; the first keeps its own
     idle(qtbot, widget)
-    assert widget._labels_layer.name == f"{_layers.LABELS} [blank]" and labels.data.any()
-    widget._model.setCurrentText("tiny")
+    assert widget._labels.layer.name == f"{_layers.LABELS} [blank]" and labels.data.any()
+    widget._model_panel._model.setCurrentText("tiny")
     widget.load_model()  # switching the model keeps the labels too
     idle(qtbot, widget)
-    widget._image.setCurrentText(image.name)
-    assert widget._labels_layer is labels and labels.data.any()
+    widget._image_panel._image.setCurrentText(image.name)
+    assert widget._labels.layer is labels and labels.data.any()
     widget.undo()  # the history came back with the image
     assert not labels.data.any()
 
@@ -231,31 +239,30 @@ def test_lazy_stack_cache_and_propagation(viewer, widget, qtbot, tmp_path, stora
     for z in (3, 2):  # slice 2 was embedded after loading: revisiting it costs no encoder run
         viewer.dims.set_point(0, z)
         qtbot.waitUntil(lambda z=z: widget.session.embedding_ready((z,)) and not widget.busy, timeout=10000)
-    qtbot.wait(300)  # past the slice-change debounce
-    idle(qtbot, widget)
+    qtbot.waitUntil(lambda: not widget._embeddings.pending and not widget.busy, timeout=10000)
     assert len(calls) == 1 and widget.session.embedding_ready((2,))
 
     store = tmp_path / "embeddings.zarr"
-    widget._cache_path.setText(str(store))
-    widget._on_cache_path()  # a disk cache: starts empty, so slice 2 is embedded again
+    widget._stack._cache_path.setText(str(store))
+    widget._stack._on_cache_path()  # a disk cache: starts empty, so slice 2 is embedded again
     idle(qtbot, widget)
-    widget._range_start.setValue(0)
-    widget._range_stop.setValue(4)
+    widget._stack._range_start.setValue(0)
+    widget._stack._range_stop.setValue(4)
     widget.precompute()
     idle(qtbot, widget)
-    assert len(calls) == 6 and "Precomputed slices 0-4" in widget._status.text()
+    assert len(calls) == 6 and "Precomputed slices 0-4" in widget.status
     assert len(EmbeddingCache(store_path=store)) == 5  # another session (or the CLI) finds them all
 
     prompt(viewer, point=[2, 64, 64])
     group = widget.commit()
     [label_id] = group.label_ids
-    widget._min_iou.setValue(-1.0)  # random weights: accept every mask
-    widget._min_overlap.setValue(0.0)
-    widget._max_slices.setValue(2)
+    widget._stack._min_iou.setValue(-1.0)  # random weights: accept every mask
+    widget._stack._min_overlap.setValue(0.0)
+    widget._stack._max_slices.setValue(2)
     widget.propagate()
     idle(qtbot, widget)
     painted = [z for z in range(len(stack)) if (np.asarray(labels.data[z]) == label_id).any()]
-    assert painted == [0, 1, 2, 3, 4], widget._status.text()
+    assert painted == [0, 1, 2, 3, 4], widget.status
     assert len(viewer.layers[_layers.NAMES].data) == 5
     widget.undo()  # the whole propagation is one step
     assert [z for z in range(len(stack)) if np.asarray(labels.data[z]).any()] == [2]
@@ -265,91 +272,32 @@ def test_close_while_a_worker_runs(viewer, qtbot):
     viewer.add_image(sample_stack()[0][0][:, :96, :96], name="stack")
     widget = OVSAMWidget(viewer)
     load_tiny(qtbot, widget)
-    widget._range_stop.setValue(7)
+    widget._stack._range_stop.setValue(7)
     assert widget.precompute() is not None and widget.busy
     widget.close()  # mid-computation: the job stops at its next slice and its callbacks are dropped
     qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
     assert widget._jobs.closed and widget.session.encoder_runs < 8
     viewer.layers[_layers.POINTS].add([[0, 10, 10]])  # hooks are gone: nothing runs, nothing raises
-    qtbot.wait(50)
+    assert widget._annotate._results is None and not widget._embeddings.pending
 
 
 def test_missing_weights_are_explained(viewer, widget, qtbot, tmp_path):
-    widget._model.setCurrentText("checkpoint file…")
-    assert widget._checkpoint_row.isVisibleTo(widget)
-    widget._checkpoint.setText(str(tmp_path / "nowhere.pt"))
+    widget._model_panel._model.setCurrentText("checkpoint file…")
+    assert widget._model_panel._checkpoint_row.isVisibleTo(widget)
+    widget._model_panel._checkpoint.setText(str(tmp_path / "nowhere.pt"))
     widget.load_model()
     idle(qtbot, widget)
-    assert "No checkpoint at" in widget._status.text() and widget.session.predictor is None
+    assert "No checkpoint at" in widget.status and widget.session.predictor is None
 
-    widget._model.setCurrentText("demo")
-    assert "closed vocabulary" in widget._model_note.text().lower()
-    assert widget._vocab_text.toPlainText().split() == list(DEMO_CLASSES)
+    widget._model_panel._model.setCurrentText("demo")
+    assert "closed vocabulary" in widget._model_panel._model_note.text().lower()
+    assert widget._vocabulary._vocab_text.toPlainText().split() == list(DEMO_CLASSES)
     weights = Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.pt"
     if not weights.exists():
-        assert "not installed yet" in widget._model_note.text()
+        assert "not installed yet" in widget._model_panel._model_note.text()
         widget.load_model()
         idle(qtbot, widget)
-        assert "ovsam_demo.pt" in widget._status.text()
-
-
-def _object_boxes(image: np.ndarray, count: int) -> list[list[list[int]]]:
-    """(row, col) corner boxes, 3 px margin, of the ``count`` largest bright objects of a 2D image."""
-    from skimage.measure import label, regionprops
-
-    regions = regionprops(label(image > np.percentile(image, 96)))
-    # compact objects first: touching objects merge into one component, which makes a poor example prompt
-    regions = sorted(regions, key=lambda r: (r.solidity > 0.9, r.area), reverse=True)[:count]
-    h, w = image.shape
-    return [
-        [[max(r.bbox[0] - 3, 0), max(r.bbox[1] - 3, 0)], [min(r.bbox[2] + 3, h), min(r.bbox[3] + 3, w)]]
-        for r in regions
-    ]
-
-
-@pytest.mark.skipif(
-    not os.environ.get("OVSAM_SCREENSHOTS"), reason="set OVSAM_SCREENSHOTS=1 to refresh docs/images"
-)
-def test_screenshots(viewer, widget, qtbot):
-    """docs/images/widget_2d.png and widget_stack.png: the widget in use on the sample data."""
-    weights = Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.pt"
-    model = "demo" if weights.exists() else "tiny"
-    viewer.window._qt_window.resize(1400, 900)
-    image = add_sample(viewer, sample_2d)
-    torch.manual_seed(0)
-    widget._model.setCurrentText(model)
-    widget._device.setCurrentText("cpu")
-    widget.load_model()
-    idle(qtbot, widget)
-    image.contrast_limits = tuple(np.percentile(image.data, (0.5, 99.8)))
-    boxes = _object_boxes(np.asarray(image.data), 4)
-    for box in boxes[:3]:
-        prompt(viewer, box=box)
-    widget.commit()
-    (r0, c0), (r1, c1) = boxes[3]
-    prompt(viewer, point=[(r0 + r1) // 2, (c0 + c1) // 2])
-    widget.segment()
-    viewer.reset_view()
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(DOCS_IMAGES / "widget_2d.png"), canvas_only=False)
-
-    viewer.layers.clear()
-    stack = add_sample(viewer, sample_stack)
-    widget._image.setCurrentText(stack.name)
-    viewer.dims.set_point(0, 3)
-    stack.contrast_limits = tuple(np.percentile(stack.data[3], (0.5, 99.8)))
-    idle(qtbot, widget)
-    (r0, c0), (r1, c1) = _object_boxes(np.asarray(stack.data[3]), 1)[0]
-    prompt(viewer, box=[[3, r0, c0], [3, r1, c1]])
-    widget.commit()
-    widget._min_iou.setValue(0.0 if model == "demo" else -1.0)
-    widget._min_overlap.setValue(0.3 if model == "demo" else 0.0)
-    widget.propagate()
-    idle(qtbot, widget, 120000)
-    widget._tabs.setCurrentIndex(2)
-    viewer.reset_view()
-    viewer.screenshot(str(DOCS_IMAGES / "widget_stack.png"), canvas_only=False)
-    assert image is not None
+        assert "ovsam_demo.pt" in widget.status
 
 
 def test_hand_painted_ids_on_a_zarr_stack_stay_unique(viewer, widget, qtbot, tmp_path):
@@ -386,27 +334,27 @@ def _nan_image():
     ids=["nan-pixel", "bool", "1x2000"],
 )
 def test_a_failing_embedding_is_reported_once(viewer, widget, qtbot, monkeypatch, image):
-    from napari_ovsam import _widget
+    from napari_ovsam._qt import status
 
     errors = []
-    monkeypatch.setattr(_widget, "show_error", errors.append)
+    monkeypatch.setattr(status, "show_error", errors.append)
     load_tiny(qtbot, widget)
     attempts = []
     ensure = widget.session.ensure_embedding
     monkeypatch.setattr(widget.session, "ensure_embedding", lambda *a: attempts.append(a) or ensure(*a))
     viewer.add_image(image, name="hostile")
-    widget._image.setCurrentText("hostile")
+    widget._image_panel._image.setCurrentText("hostile")
     idle(qtbot, widget)  # the old widget retried at once, forever: never idle
     assert len(attempts) == 1
     if not widget.session.embedding_ready(()):  # the model cannot take this image: one clear message
         assert len(errors) == 1 and "embedding" in errors[0]
         prompt(viewer, point=[0, 1])  # live preview of a prompt: no new attempt, the status says why
-        assert len(attempts) == 1 and "press Segment to try again" in widget._status.text()
-        widget._segment_btn.click()  # asking retries once
+        assert len(attempts) == 1 and "press Segment to try again" in widget.status
+        widget._annotate._segment_btn.click()  # asking retries once
         idle(qtbot, widget)
         assert len(attempts) == 2 and len(errors) == 2
     good = add_sample(viewer, sample_2d)  # the widget stays usable for other images
-    widget._image.setCurrentText(good.name)
+    widget._image_panel._image.setCurrentText(good.name)
     qtbot.waitUntil(lambda: widget.session.embedding_ready(()) and not widget.busy, timeout=10000)
 
 
@@ -417,8 +365,8 @@ def test_deleting_the_labels_layer_drops_its_names_and_history(viewer, widget, q
     assert widget.commit() is not None
     assert len(viewer.layers[_layers.NAMES].data) == 1
     viewer.layers.remove(viewer.layers[_layers.LABELS])
-    assert _layers.NAMES not in viewer.layers and widget._table.rowCount() == 0
-    assert widget.undo() is None and widget._status.text() == "Nothing to undo."
+    assert _layers.NAMES not in viewer.layers and widget._labels.table.rowCount() == 0
+    assert widget.undo() is None and widget.status == "Nothing to undo."
     prompt(viewer, box=[[150, 30], [220, 100]])
     group = widget.commit()  # a new labels layer, from id 1
     assert group.label_ids == (1,) and viewer.layers[_layers.LABELS].data.max() == 1

@@ -1,94 +1,27 @@
-"""What the session writes: predicted objects, undoable commit groups, and the labels they go into.
+"""The labels the session writes into (``LabelsTarget``) and its undoable steps (``CommitGroup``).
 
 No Qt, no napari. :class:`LabelsTarget` owns one labels array (numpy, zarr, a Labels layer's ``data``), its
-features table (see :mod:`napari_ovsam.labels`), the undo history and the *anchors*: for each object and
+features table (see :mod:`napari_ovsam.features`), the undo history and the *anchors*: for each object and
 slice, the (row, col) pixel where its class name is drawn. Masks are bool (H, W) in (row, col) pixels of a
 slice; slices are named by ``slice_index``, the tuple of leading indices (``()`` for 2D).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from .coco_io import UNKNOWN_CLASS
-from .conversions import ObjectPrompt
-from .labels import (
-    CommitRecord,
-    PaintMode,
-    add_feature_rows,
-    ensure_features,
-    features_row,
-    max_feature_id,
-    max_label,
-    paint_masks,
-    painted_ids,
-    remove_feature_rows,
-    undo_commit,
-)
+from .features import add_feature_rows, ensure_features, max_feature_id, remove_feature_rows
+from .naming import UNKNOWN_CLASS
+from .painting import CommitRecord, PaintMode, max_label, paint_masks, painted_ids, undo_commit
+from .results import ObjectResults, SliceIndex
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-SliceIndex = tuple[int, ...]
 DEFAULT_HISTORY_BYTES = 1 << 30  # undo history budget per labels layer (a 4096x4096 commit is ~150 MB)
 AnchorKey = tuple[int, SliceIndex]  # (label id, slice index)
 Anchors = dict[AnchorKey, tuple[float, float]]
-
-
-@dataclass
-class ObjectResults:
-    """Predicted objects on one slice (the preview, and what a commit paints).
-
-    Attributes:
-        slice_index: the slice the prompts were on.
-        masks: bool (N, H, W), (row, col) pixels of the slice.
-        class_names: N names, ``unknown`` where the score is below the session's threshold.
-        scores, iou: float32 (N,): probability of the best class, predicted mask IoU.
-        topk_names, topk_scores: N lists of k alternatives (best first) and float32 (N, k) probabilities.
-        prompts: the N object prompts (model (x, y) pixels). messages: what was ignored and why.
-        latency_ms: decode time (embedding restore + prompt decoding + naming).
-    """
-
-    slice_index: SliceIndex
-    masks: np.ndarray
-    class_names: list[str]
-    scores: np.ndarray
-    iou: np.ndarray
-    topk_names: list[list[str]]
-    topk_scores: np.ndarray
-    prompts: list[ObjectPrompt] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    latency_ms: float = 0.0
-
-    def __len__(self) -> int:
-        return len(self.class_names)
-
-    def feature_rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
-        """One features row per object, for the label ids it will be painted with."""
-        return [
-            features_row(i, name, float(s), float(q), names, scores)
-            for i, name, s, q, names, scores in zip(
-                ids, self.class_names, self.scores, self.iou, self.topk_names, self.topk_scores
-            )
-        ]
-
-    def label_image(self, region: tuple[slice, slice] | None = None, dtype: Any = np.uint32) -> np.ndarray:
-        """(H, W) preview (or its (rows, cols) ``region``): object i painted with i + 1, the first object on top
-        of later ones."""
-        masks = self.masks if region is None else self.masks[(slice(None), *region)]
-        image = np.zeros(masks.shape[-2:], dtype=dtype)
-        for i in range(len(masks) - 1, -1, -1):
-            image[masks[i]] = i + 1
-        return image
-
-    @classmethod
-    def empty(cls, slice_index: SliceIndex, image_hw: tuple[int, int]) -> ObjectResults:
-        zeros = np.zeros(0, np.float32)
-        return cls(slice_index, np.zeros((0, *image_hw), bool), [], zeros, zeros, [], np.zeros((0, 0)))
 
 
 @dataclass
@@ -124,7 +57,7 @@ class LabelsTarget:
 
     Args:
         labels: (..., H, W) integer array, written in place one slice's bounding box at a time.
-        features: its features table, if it has one (coerced with ``labels.ensure_features``).
+        features: its features table, if it has one (coerced with ``features.ensure_features``).
         max_history_bytes: memory the undo history may hold; past it the oldest steps are forgotten (the last
             one is always kept, whatever its size).
     """
@@ -156,6 +89,19 @@ class LabelsTarget:
     def note_painted(self, history_item: Any) -> None:
         """Ids painted into the labels by hand (a napari paint event's ``value``): new ids go above them."""
         self._max_id = max(self._max_id, *painted_ids(history_item), 0)
+
+    def adopt_features(self, features: Any) -> None:
+        """Take in a copy of the table shown to the user (a Labels layer's ``features``), with the columns
+        they added and the values they typed, so the next write keeps them: this target's table is the one
+        table, the layer's is its view."""
+        self.features = ensure_features(features)
+
+    def last_commit(self) -> tuple[list[int], SliceIndex] | None:
+        """(label ids, slice) of the last undoable step's first painting, or None when there is none."""
+        if not self.history or not self.history[-1].records:
+            return None
+        record = self.history[-1].records[0]
+        return list(record.label_ids), record.slice_index
 
     def commit(self, results: ObjectResults, mode: PaintMode = "keep") -> CommitGroup | None:
         """Paint the objects (existing labels kept unless ``mode='overwrite'``), add their features rows and

@@ -1,21 +1,23 @@
-"""Painting objects into labels (numpy and zarr), exact undo, and the napari-compatible features table."""
+"""Painting objects into labels (numpy and zarr), exact undo, label ids, the napari-compatible features table,
+and the labels target's history budget."""
 
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
-from napari_ovsam.labels import (
+from napari_ovsam.features import (
     add_feature_rows,
     empty_features,
     ensure_features,
     features_row,
     max_feature_id,
-    max_label,
-    paint_masks,
     remove_feature_rows,
     topk_from_row,
-    undo_commit,
 )
+from napari_ovsam.painting import max_label, paint_masks, undo_commit
+from napari_ovsam.results import ObjectResults
+from napari_ovsam.targets import LabelsTarget
 
 
 def box_mask(shape, r0, r1, c0, c1):
@@ -47,8 +49,6 @@ class RecordingArray:
 
 
 def test_max_label_and_max_feature_id(tmp_path):
-    import zarr
-
     labels = np.zeros((3, 8, 8), np.uint16)
     labels[2, 1, 1] = 41
     assert max_label(labels) == 41 and max_label(np.zeros((4, 4), np.int32)) == 0
@@ -61,8 +61,6 @@ def test_max_label_and_max_feature_id(tmp_path):
 
 
 def _one_object(slice_index, shape, r0):
-    from napari_ovsam.annotations import ObjectResults
-
     masks = np.zeros((1, *shape), bool)
     masks[0, r0 : r0 + 3, 2:5] = True
     one = np.ones(1, np.float32)
@@ -72,10 +70,6 @@ def _one_object(slice_index, shape, r0):
 def test_new_ids_are_unique_over_a_zarr_stack_painted_by_hand(tmp_path):
     """Ids painted before the first commit are found by one scan; later brush strokes by paint events; the
     stack is not read again for later commits."""
-    import zarr
-
-    from napari_ovsam.annotations import LabelsTarget
-
     stored = zarr.create_array(
         str(tmp_path / "l.zarr"), shape=(3, 16, 16), dtype="uint32", chunks=(1, 16, 16)
     )
@@ -170,8 +164,6 @@ def test_only_the_bounding_box_of_one_slice_is_read_and_written():
 
 
 def test_painting_a_zarr_stack_in_place(tmp_path):
-    import zarr
-
     stack = zarr.create_array(
         str(tmp_path / "labels.zarr"), shape=(3, 20, 20), dtype="uint32", chunks=(1, 10, 10)
     )
@@ -255,8 +247,6 @@ def test_napari_labels_layer_maps_values_to_our_rows():
 
 
 def test_undo_history_keeps_within_its_byte_budget():
-    from napari_ovsam.annotations import LabelsTarget, ObjectResults
-
     def square(r0):
         masks = np.zeros((1, 100, 100), bool)
         masks[0, r0 : r0 + 10, 10:20] = True

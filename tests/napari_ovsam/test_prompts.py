@@ -1,9 +1,9 @@
-"""The napari (row, col) <-> model (x, y) boundary: slicing, boxes, clipping, grouping, layer data."""
+"""The plugin's prompts: the napari (row, col) <-> model (x, y) boundary, slicing, boxes, clipping, grouping."""
 
 import numpy as np
 import pytest
 
-from napari_ovsam.conversions import (
+from napari_ovsam.prompts import (
     ObjectPrompt,
     batch_prompts,
     box_to_shape_vertices,
@@ -11,15 +11,21 @@ from napari_ovsam.conversions import (
     collect_prompts,
     current_slice,
     empty_prompt_data,
-    layer_ndim,
     on_slice,
-    point_to_layer_coords,
-    points_to_prompts,
     rowcol_to_xy,
-    shape_vertices_to_box,
     shapes_to_boxes,
-    xy_to_rowcol,
 )
+
+
+def points_to_prompts(data, labels, *, slice_index, boxes_xyxy=(), group="refine"):
+    """Points layer data (and XYXY boxes, as rectangles) on a slice -> objects, the way the session sees them."""
+    lead = tuple(slice_index or ())
+    shapes = [box_to_shape_vertices(box, lead) for box in boxes_xyxy]
+    prompts = collect_prompts(
+        data, labels, shapes, ["rectangle"] * len(shapes), slice_index=slice_index, image_hw=(1000, 1000),
+        group=group,
+    )  # fmt: skip
+    return prompts.objects
 
 
 def rectangle(r0, c0, r1, c1, leading=()):
@@ -36,7 +42,7 @@ def test_rowcol_to_xy_swaps_the_last_axis():
     xy = rowcol_to_xy(rowcol)
     np.testing.assert_array_equal(xy, [[3.0, 10.0], [7.5, 0.0]])
     assert xy.dtype == np.float32
-    np.testing.assert_array_equal(xy_to_rowcol(xy), rowcol)
+    np.testing.assert_array_equal(rowcol_to_xy(xy), rowcol)  # the swap is its own inverse
 
 
 # ------------------------------------------------------------------------------------------------ slicing
@@ -78,9 +84,7 @@ def test_on_slice_rounds_leading_coordinates():
         on_slice(coords, (2, 0))
 
 
-def test_layer_ndim_and_empty_prompt_data():
-    assert layer_ndim(4, True) == 3
-    assert layer_ndim(3, False) == 3
+def test_empty_prompt_data():
     assert empty_prompt_data(3).shape == (0, 3)
     with pytest.raises(ValueError):
         empty_prompt_data(1)
@@ -250,17 +254,7 @@ def test_box_vertices_carry_the_slice_and_round_trip():
     assert vertices.shape == (4, 3)
     np.testing.assert_array_equal(vertices[:, 0], 7)
     np.testing.assert_array_equal(vertices[0, 1:], [10, 20])  # (row, col) = (y0, x0)
-    box, slice_index = shape_vertices_to_box(vertices)
-    np.testing.assert_array_equal(box, [20, 10, 60, 40])
-    assert slice_index == (7,)
-    # and napari's shapes -> boxes path agrees
-    np.testing.assert_array_equal(shapes_to_boxes([vertices], ["rectangle"], slice_index=(7,))[0], [box])
+    # napari's shapes -> boxes path gives the box back
+    boxes = shapes_to_boxes([vertices], ["rectangle"], slice_index=(7,)).boxes_xyxy
+    np.testing.assert_array_equal(boxes, [[20, 10, 60, 40]])
     assert box_to_shape_vertices([0, 0, 1, 1]).shape == (4, 2)
-
-
-def test_point_to_layer_coords_round_trips_through_points_to_prompts():
-    points_xy = np.array([[3.0, 9.0], [4.5, 1.0]])
-    data = point_to_layer_coords(points_xy, (2, 5))
-    np.testing.assert_array_equal(data, [[2, 5, 9, 3], [2, 5, 1, 4.5]])
-    objects = points_to_prompts(data, np.array([1, 1]), slice_index=(2, 5))
-    np.testing.assert_array_equal(objects[0].points_xy, points_xy)

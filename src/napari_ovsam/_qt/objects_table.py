@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+import pandas as pd
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
 
-from .labels import topk_from_row
-
-if TYPE_CHECKING:
-    import pandas as pd
+from ..features import topk_from_row
 
 ID, CLASS, SCORE, ALTERNATIVES = range(4)
 REVIEWED_MARK = " ✓"
@@ -23,7 +21,7 @@ class ObjectsTable(QTableWidget):
     renamed = Signal(int, str)
     picked = Signal(int)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: Any = None) -> None:
         super().__init__(0, 4, parent)
         self.setHorizontalHeaderLabels(["id", "class", "score", "alternatives (top-k)"])
         self.setToolTip(
@@ -83,15 +81,11 @@ class ObjectsTable(QTableWidget):
         return combo
 
     def label_id(self, row: int) -> int:
+        """The label id shown in a row."""
         return int(self.item(row, ID).data(Qt.UserRole))
 
-    def row_of(self, label_id: int) -> int:
-        for row in range(self.rowCount()):
-            if self.label_id(row) == int(label_id):
-                return row
-        raise KeyError(label_id)
-
     def selected_label(self) -> int | None:
+        """The label id of the selected row, or None."""
         rows = {index.row() for index in self.selectedIndexes()}
         return self.label_id(min(rows)) if rows else None
 

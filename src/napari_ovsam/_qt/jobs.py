@@ -12,6 +12,7 @@ Callbacks run on the GUI thread: ``on_step(item, job)`` for each yielded item, t
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error
 
 Callback = Callable[..., None]
 
@@ -53,6 +56,7 @@ class JobRunner:
         self.closed = False
 
     def busy(self, lane: str | None = None) -> bool:
+        """Whether a job runs in ``lane`` (default: in any lane)."""
         return bool(self.jobs) if lane is None else lane in self.jobs
 
     def start(
@@ -84,8 +88,6 @@ class JobRunner:
             worker.yielded.connect(self._guard(lambda item: self._step(item, job, on_step)))
         worker.finished.connect(lambda: self._finished(job, on_finish))
         if progress is not None:  # napari's progress bar processes events: only once the lane is taken
-            from napari.utils import progress as napari_progress
-
             job.bar = napari_progress(total=0, desc=progress)
         self.on_busy(set(self.jobs))
         worker.start()
@@ -144,8 +146,6 @@ class JobRunner:
 
 def _cancellable(func: Callable[..., Any], cancel: threading.Event) -> Callable[..., Any]:
     """Wrap a generator function so that setting ``cancel`` ends it at the next yield, closing it."""
-    import inspect
-
     if not inspect.isgeneratorfunction(func):
         return func
 
@@ -167,6 +167,4 @@ def _cancellable(func: Callable[..., Any], cancel: threading.Event) -> Callable[
 
 
 def _notify(error: BaseException, job: Job) -> None:
-    from napari.utils.notifications import show_error
-
     show_error(f"OV-SAM {job.lane} job failed: {error}")

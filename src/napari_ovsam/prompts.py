@@ -1,4 +1,5 @@
-"""Pure conversions between napari layers and model prompts: the one place where (row, col) becomes (x, y).
+"""The plugin's prompts: napari prompt layers on a slice -> model prompts, the one place where (row, col)
+becomes (x, y).
 
 Coordinate frames:
 - napari layer data (Points, Shapes, Labels) is in *data coordinates* ordered ``(..., row, col)``: leading
@@ -55,7 +56,7 @@ class BoxConversion(NamedTuple):
     skipped: dict[int, str]
 
 
-class PromptSet(NamedTuple):
+class SlicePrompts(NamedTuple):
     """All the objects to segment on one slice, and what was left out and why (for the status bar)."""
 
     objects: list[ObjectPrompt]
@@ -69,11 +70,6 @@ def rowcol_to_xy(rowcol: np.ndarray) -> np.ndarray:
     """(..., 2) coordinates (row, col) -> float32 (..., 2) coordinates (x, y)."""
     rowcol = np.asarray(rowcol, dtype=np.float32)
     return np.ascontiguousarray(rowcol[..., ::-1])
-
-
-def xy_to_rowcol(xy: np.ndarray) -> np.ndarray:
-    """(..., 2) coordinates (x, y) -> float32 (..., 2) coordinates (row, col)."""
-    return rowcol_to_xy(xy)  # the swap is its own inverse
 
 
 # ---------------------------------------------------------------------------------------------- slicing
@@ -255,46 +251,6 @@ def clip_prompts_to_image(
 # ---------------------------------------------------------------------------------------------- grouping
 
 
-def points_to_prompts(
-    data: np.ndarray,
-    labels: np.ndarray,
-    *,
-    slice_index: tuple[int, ...] | None,
-    boxes_xyxy: np.ndarray | None = None,
-    group: GroupRule = "refine",
-) -> list[ObjectPrompt]:
-    """Points of a napari Points layer (and boxes) on the current slice -> one prompt per object.
-
-    Grouping rule (what a napari user expects from SAM-style clicking):
-    1. Each box is one object.
-    2. A point inside a box (borders included) refines that box; inside several boxes, the smallest box.
-    3. ``group="refine"`` (default): all remaining points, positive and negative, form ONE extra object, like
-       SAM's multi-click refinement of a single object.
-       ``group="per_positive"``: each remaining positive point is its own object; each remaining negative
-       joins the object of the nearest remaining positive.
-    4. Remaining negatives with no remaining positive define no object and are ignored
-       (:func:`collect_prompts` reports them).
-    Objects are returned boxes first (in box order), then point objects in point order.
-
-    Args:
-        data: (n, ndim) ``points_layer.data`` in layer coordinates (..., row, col).
-        labels: (n,) bool or int, True/1 = positive, False/0 = negative.
-        slice_index: leading indices of the current slice; None for a 2D layer.
-        boxes_xyxy: (m, 4) boxes (x0, y0, x1, y1) already in model pixels (see :func:`shapes_to_boxes`).
-        group: "refine" or "per_positive" (see the rule).
-
-    Returns:
-        list of :class:`ObjectPrompt` in model (x, y) pixels.
-    """
-    data = _as_rows(data)
-    keep = on_slice(data, slice_index)
-    points_xy = rowcol_to_xy(data[keep][:, -2:])
-    point_labels = (np.asarray(labels).reshape(-1)[keep] > 0).astype(np.int32)
-    boxes = np.zeros((0, 4), np.float32) if boxes_xyxy is None else np.asarray(boxes_xyxy, np.float32)
-    objects, _ = group_points(points_xy, point_labels, boxes.reshape(-1, 4), group=group)
-    return objects
-
-
 def group_points(
     points_xy: np.ndarray,
     point_labels: np.ndarray,
@@ -302,7 +258,17 @@ def group_points(
     *,
     group: GroupRule = "refine",
 ) -> tuple[list[ObjectPrompt], np.ndarray]:
-    """Group points (x, y) and XYXY boxes (model pixels) into objects by the :func:`points_to_prompts` rule.
+    """Group points (x, y) and XYXY boxes (model pixels) into one prompt per object.
+
+    Rule (what a napari user expects from SAM-style clicking):
+    1. Each box is one object.
+    2. A point inside a box (borders included) refines that box; inside several boxes, the smallest box.
+    3. ``group="refine"`` (default): all remaining points, positive and negative, form ONE extra object, like
+       SAM's multi-click refinement of a single object.
+       ``group="per_positive"``: each remaining positive point is its own object; each remaining negative
+       joins the object of the nearest remaining positive.
+    4. Remaining negatives with no remaining positive define no object (:func:`collect_prompts` reports them).
+    Objects come boxes first (in box order), then point objects in point order.
 
     Returns:
         (objects, unused) where ``unused`` is an int64 array of the indices of points that joined no object.
@@ -370,12 +336,12 @@ def collect_prompts(
     slice_index: tuple[int, ...] | None,
     image_hw: tuple[int, int],
     group: GroupRule = "refine",
-) -> PromptSet:
+) -> SlicePrompts:
     """The whole boundary in one call: napari prompt layers on a slice -> model-pixel objects + messages.
 
     Steps: rectangles -> boxes (:func:`shapes_to_boxes`), points on the slice -> (x, y), points outside the
     image dropped and boxes clipped (:func:`clip_prompts_to_image`), grouping by the
-    :func:`points_to_prompts` rule.
+    rule of :func:`group_points`.
 
     Args:
         points_data: (n, ndim) Points layer data (..., row, col). point_labels: (n,) True/1 positive.
@@ -398,7 +364,7 @@ def collect_prompts(
         messages.append(
             f"{len(unused)} negative point(s) outside any box and with no positive point ignored."
         )
-    return PromptSet(objects, messages)
+    return SlicePrompts(objects, messages)
 
 
 def batch_prompts(objects: Sequence[ObjectPrompt]) -> list[tuple[np.ndarray, dict[str, np.ndarray | None]]]:
@@ -450,27 +416,8 @@ def box_to_shape_vertices(
     return np.concatenate([leading, rowcol], axis=1)
 
 
-def shape_vertices_to_box(vertices: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Inverse of :func:`box_to_shape_vertices`: (V, ndim) vertices -> ((4,) XYXY float32, slice_index)."""
-    vertices = np.asarray(vertices, dtype=float)
-    leading = tuple(int(v) for v in np.floor(vertices[0, :-2] + 0.5))
-    return _bounding_box_xyxy(vertices[:, -2:]), leading
-
-
-def point_to_layer_coords(points_xy: np.ndarray, slice_index: tuple[int, ...] | None = None) -> np.ndarray:
-    """Model points (P, 2) (x, y) -> (P, ndim) napari Points data (..., row, col) on ``slice_index``."""
-    rowcol = xy_to_rowcol(np.asarray(points_xy, dtype=float).reshape(-1, 2)).astype(float)
-    leading = np.tile(np.asarray(slice_index or (), dtype=float), (len(rowcol), 1))
-    return np.concatenate([leading, rowcol], axis=1)
-
-
 def empty_prompt_data(ndim: int) -> np.ndarray:
     """An empty (0, ndim) float array: the ``data`` of a new prompt layer with the image layer's ndim."""
     if ndim < 2:
         raise ValueError(f"Prompt layers need at least 2 dimensions, got {ndim}.")
     return np.zeros((0, ndim), dtype=float)
-
-
-def layer_ndim(image_ndim: int, rgb: bool) -> int:
-    """Number of viewer axes of an image layer: its array ndim, minus the colour axis of RGB layers."""
-    return image_ndim - 1 if rgb else image_ndim
