@@ -16,6 +16,8 @@ from .losses import classification_loss, mask_iou, mask_losses
 
 @dataclass
 class Clip2SamLossConfig:
+    """Weights and options of the CLIP2SAM objective (defaults: the official recipe)."""
+
     cls_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
@@ -88,6 +90,41 @@ def _training_rois(
     return torch.where(agree[:, None], predicted, gt_boxes)
 
 
+@dataclass
+class _PromptLosses:
+    """Per-prompt mask losses of a batch, and what naming each prompt needs (its RoI, image, class)."""
+
+    parts: dict[str, list[torch.Tensor]]
+    rois: list[torch.Tensor]
+    batch_index: list[torch.Tensor]
+    labels: list[torch.Tensor]
+
+
+def _prompt_losses(
+    model: OVSAM, features: ImageFeatures, batch: list[dict[str, Any]], cfg: Clip2SamLossConfig
+) -> _PromptLosses:
+    device, size = model.device, model.config.image_size
+    out = _PromptLosses({"bce": [], "dice": [], "iou": []}, [], [], [])
+    for i, item in enumerate(batch):
+        image_features = features.select(i)
+        masks = _pad_masks(item["masks"].to(device), size)
+        prompts = {k: v.to(device) for k, v in item["prompts"].items()}
+        for kind, target_key in (("boxes", "box_targets"), ("points", "point_targets")):
+            targets = prompts[target_key]
+            if targets.numel() == 0:
+                continue
+            losses = _decode_losses(
+                model, image_features, prompts, masks[targets], cfg, is_box=kind == "boxes"
+            )
+            gt_boxes = item["boxes"].to(device)[targets]
+            out.rois.append(_training_rois(gt_boxes, losses.pop("pred_boxes", None), cfg.roi_min_iou))
+            for key, value in losses.items():
+                out.parts[key].append(value)
+            out.batch_index.append(torch.full((len(targets),), i, device=device))
+            out.labels.append(item["labels"].to(device)[targets])
+    return out
+
+
 def clip2sam_loss(
     model: OVSAM,
     batch: list[dict[str, Any]],
@@ -102,43 +139,25 @@ def clip2sam_loss(
     """
     device = model.device
     features = model.encode_image([item["image"].to(device) for item in batch])
-    size = model.config.image_size
-    parts: dict[str, list[torch.Tensor]] = {"bce": [], "dice": [], "iou": []}
-    rois, batch_index, labels = [], [], []
-    for i, item in enumerate(batch):
-        image_features = features.select(i)
-        masks = _pad_masks(item["masks"].to(device), size)
-        prompts = {k: v.to(device) for k, v in item["prompts"].items()}
-        for kind, target_key in (("boxes", "box_targets"), ("points", "point_targets")):
-            targets = prompts[target_key]
-            if targets.numel() == 0:
-                continue
-            losses = _decode_losses(
-                model, image_features, prompts, masks[targets], cfg, is_box=kind == "boxes"
-            )
-            gt_boxes = item["boxes"].to(device)[targets]
-            rois.append(_training_rois(gt_boxes, losses.pop("pred_boxes", None), cfg.roi_min_iou))
-            for key, value in losses.items():
-                parts[key].append(value)
-            batch_index.append(torch.full((len(targets),), i, device=device))
-            labels.append(item["labels"].to(device)[targets])
+    prompts = _prompt_losses(model, features, batch, cfg)
     head_embed, _ = model.region_embeddings(
-        features, torch.cat(rois), torch.cat(batch_index), with_clip=False
+        features, torch.cat(prompts.rois), torch.cat(prompts.batch_index), with_clip=False
     )
     logits = model.head_logits(head_embed, text_embeddings)
     if class_mask is not None:
         allowed = torch.cat([class_mask.to(device), class_mask.new_ones(1).to(device)])
         logits = logits.masked_fill(~allowed, float("-inf"))
-    cls = classification_loss(logits, torch.cat(labels), cfg.background_weight)
-    bce = torch.cat(parts["bce"]).mean()
-    dice = torch.cat(parts["dice"]).mean()
+    labels = torch.cat(prompts.labels)
+    cls = classification_loss(logits, labels, cfg.background_weight)
+    bce = torch.cat(prompts.parts["bce"]).mean()
+    dice = torch.cat(prompts.parts["dice"]).mean()
     loss = cfg.cls_weight * cls + cfg.mask_weight * bce + cfg.dice_weight * dice
     logs = {"loss_cls": cls.item(), "loss_mask": bce.item(), "loss_dice": dice.item()}
-    if parts["iou"]:
-        iou = torch.cat(parts["iou"]).mean()
+    if prompts.parts["iou"]:
+        iou = torch.cat(prompts.parts["iou"]).mean()
         loss = loss + cfg.iou_weight * iou
         logs["loss_iou"] = iou.item()
     with torch.no_grad():
-        logs["acc"] = (logits.argmax(dim=1) == torch.cat(labels)).float().mean().item()
+        logs["acc"] = (logits.argmax(dim=1) == labels).float().mean().item()
     logs["loss"] = loss.item()
     return loss, logs

@@ -210,6 +210,24 @@ def _setup(
     return _Run(config, stage, model, loader, sampler, steps, total), payload
 
 
+def _log_start(run: _Run, trainer: Trainer) -> None:
+    record = {"event": "start", "stage": run.config.stage, "model": run.model.config.name}
+    record |= {"world_size": trainer.world_size, "steps_per_epoch": run.steps_per_epoch}
+    trainer.log(record | {"total_steps": run.total_steps, "resumed_at": trainer.state.step})
+
+
+def _finish(run: _Run, trainer: Trainer, results: dict[str, Any]) -> None:
+    """Save the trained model (rank 0) and, under DDP, check that the replicas agree."""
+    output, state = Path(run.config.run.output_dir), trainer.state
+    if is_main(trainer.rank):
+        metadata = {"stage": run.config.stage, "steps": state.step, "epochs": state.epoch, "val": results}
+        run.stage.save(run.model, output / MODEL_FILE, metadata)
+        trainer.log({"event": "done", "step": state.step, "checkpoint": str(output / MODEL_FILE)})
+    if trainer.world_size > 1:
+        trainer.check_replicas_in_sync()
+        torch.distributed.destroy_process_group()
+
+
 def train(config: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the training ``config`` describes; returns the last validation results (empty without any).
 
@@ -235,18 +253,7 @@ def train(config: TrainConfig, *, on_step: Callable[[int], None] | None = None) 
     trainer = _make_trainer(run, rank, world)
     if payload is not None:
         trainer.restore(payload, Path(config.run.output_dir) / RESUME_STATE)
-    output = Path(config.run.output_dir)
-    trainer.log(
-        {
-            "event": "start",
-            "stage": config.stage,
-            "model": run.model.config.name,
-            "world_size": world,
-            "steps_per_epoch": run.steps_per_epoch,
-            "total_steps": run.total_steps,
-            "resumed_at": trainer.state.step,
-        }
-    )
+    _log_start(run, trainer)
     with InterruptRequest() as interrupt:
         trainer.interrupt = interrupt
         try:
@@ -258,12 +265,5 @@ def train(config: TrainConfig, *, on_step: Callable[[int], None] | None = None) 
                 {"event": "interrupted", "step": state.step, "epoch": state.epoch, "resume": RESUME_STATE}
             )
             raise
-    if is_main(rank):
-        state = trainer.state
-        metadata = {"stage": config.stage, "steps": state.step, "epochs": state.epoch, "val": results}
-        run.stage.save(run.model, output / MODEL_FILE, metadata)
-        trainer.log({"event": "done", "step": state.step, "checkpoint": str(output / MODEL_FILE)})
-    if world > 1:
-        trainer.check_replicas_in_sync()
-        torch.distributed.destroy_process_group()
+    _finish(run, trainer, results)
     return results
