@@ -76,7 +76,8 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
 
     summary = {}
     for kind in ("box", "point"):
-        result = predictor.predict(**gt_prompts(sample.masks, kind))
+        prompts = gt_prompts(sample.masks, kind)
+        result = predictor.predict(prompts.get("points"), prompts.get("point_labels"), prompts.get("boxes"))
         ious = mask_ious(result.masks[:, 0], sample.masks)
         truth = [CLASS_NAMES[c] for c in sample.labels]
         print(f"\n{kind} prompts  ({model.config.name}, vocabulary: {', '.join(names)})")

@@ -121,7 +121,9 @@ def to_model_rgb(
         # A flat image (or flat limits) maps to black rather than dividing by zero; the span is relative so
         # that limits near the int64 range, where lo + 1 == lo in floating point, are flat too.
         span = hi - lo if hi > lo else max(1.0, abs(lo) * 1e-6)
-        out = (image.astype(np.float64) - lo) * (255.0 / span)
+        # 64-bit pixels are mapped in float64 (float32 overflows past 3.4e38); others in float32.
+        work: np.ndarray = image.astype(np.float64 if image.dtype.itemsize >= 8 else np.float32)
+        out = (work - lo) * (255.0 / span)
         np.clip(out, 0.0, 255.0, out=out)
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)

@@ -144,7 +144,7 @@ class OVSAMPredictor:
         """The (C, h, w) of every array of an image state of this model."""
         config = self.model.config
         size, grid = config.image_size, config.embedding_size
-        shapes = {"embedding": (config.adapter.out_chans, grid, grid)}
+        shapes: dict[str, tuple[int, ...]] = {"embedding": (config.adapter.out_chans, grid, grid)}
         shapes["clip_top"] = (config.clip.channels[-1], size // 32, size // 32)
         for level in range(4):
             side = size // (4 * 2**level)
