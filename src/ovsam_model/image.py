@@ -109,6 +109,7 @@ def to_model_rgb(
             "The image contains NaN or infinite pixels; replace them (e.g. np.nan_to_num) before segmenting."
         )
 
+    out: np.ndarray
     if image.dtype == np.uint8 and contrast_limits is None:
         out = image.astype(np.float32)
     else:
@@ -122,7 +123,7 @@ def to_model_rgb(
         # that limits near the int64 range, where lo + 1 == lo in floating point, are flat too.
         span = hi - lo if hi > lo else max(1.0, abs(lo) * 1e-6)
         # 64-bit pixels are mapped in float64 (float32 overflows past 3.4e38); others in float32.
-        work: np.ndarray = image.astype(np.float64 if image.dtype.itemsize >= 8 else np.float32)
+        work = image.astype(np.float64 if image.dtype.itemsize >= 8 else np.float32)
         out = (work - lo) * (255.0 / span)
         np.clip(out, 0.0, 255.0, out=out)
     if out.shape[2] == 1:
