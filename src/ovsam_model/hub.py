@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "OVSAM_CACHE_DIR"
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 PACKAGE_WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIRNAME, CLIP_DIRNAME = "weights", "clip"  # the folders under cache_root()
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 OVSAM_HF_REPO = "HarborYuan/ovsam_models"
 
@@ -173,13 +174,13 @@ def cache_root() -> Path:
 
 def cache_dir() -> Path:
     """The folder downloaded weights go to: ``cache_root() / "weights"``. Not created here."""
-    return cache_root() / "weights"
+    return cache_root() / WEIGHTS_DIRNAME
 
 
 def clip_cache_dir() -> Path:
     """The folder of CLIP weights fetched ahead of time (Hugging Face hub cache layout, as open_clip reads
     it with ``cache_dir=``): ``cache_root() / "clip"``. Not created here."""
-    return cache_root() / "clip"
+    return cache_root() / CLIP_DIRNAME
 
 
 def is_offline() -> bool:
