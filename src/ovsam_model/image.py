@@ -124,7 +124,7 @@ def to_model_rgb(
         span = hi - lo if hi > lo else max(1.0, abs(lo) * 1e-6)
         # 64-bit pixels are mapped in float64 (float32 overflows past 3.4e38); others in float32.
         work = image.astype(np.float64 if image.dtype.itemsize >= 8 else np.float32)
-        out = (work - lo) * (255.0 / span)
+        out = np.subtract(work, lo) * (255.0 / span)
         np.clip(out, 0.0, 255.0, out=out)
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
