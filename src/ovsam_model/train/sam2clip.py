@@ -1,10 +1,10 @@
 """Stage ``sam2clip``: distil a SAM image encoder's embedding into the adapter (MSE), with a disk cache of
-teacher features in fp16 so later epochs skip the teacher."""
+teacher features in fp16 (safetensors) so later epochs skip the teacher."""
 
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,11 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
+from ..checkpoint.files import read_safetensors, write_safetensors
 from ..hub import resolve_source
 from ..modeling.ovsam import OVSAM
+
+logger = logging.getLogger(__name__)
 
 SAM_TEACHERS = ("vit_h", "vit_l", "vit_b", "tiny")
 
@@ -64,7 +67,8 @@ def build_teacher(kind: str, model: OVSAM, sam_checkpoint: str | None = None) ->
 
 
 class TeacherCache:
-    """Teacher embeddings on disk, one fp16 file per image key (atomic writes; safe across ranks)."""
+    """Teacher embeddings on disk, one fp16 safetensors file per image key, checksummed and written
+    atomically (safe across ranks). A damaged or foreign entry is a miss (with a warning) and is rewritten."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -73,21 +77,28 @@ class TeacherCache:
         self.misses = 0
 
     def _path(self, key: str) -> Path:
-        return self.root / f"{hashlib.sha1(key.encode()).hexdigest()}.pt"
+        return self.root / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
 
     def get(self, key: str) -> torch.Tensor | None:
         path = self._path(key)
-        if not path.is_file():
+        feature = None
+        if path.is_file():
+            try:
+                tensors, metadata = read_safetensors(path)
+            except ValueError as error:
+                logger.warning("Teacher cache entry %s is damaged (%s); computing it again.", path, error)
+            else:
+                feature = tensors.get("feature") if metadata.get("key") == key else None
+        if feature is None:
             self.misses += 1
             return None
         self.hits += 1
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return feature
 
     def put(self, key: str, feature: torch.Tensor) -> None:
-        path = self._path(key)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(feature.detach().to("cpu", torch.float16).clone(), tmp)
-        os.replace(tmp, path)
+        write_safetensors(
+            self._path(key), {"feature": feature.detach().to("cpu", torch.float16)}, {"key": key}
+        )
 
 
 @torch.no_grad()

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from ovsam_model.build import build_ovsam
-from ovsam_model.checkpoint import read_own_checkpoint
+from ovsam_model.checkpoint import read_own_checkpoint, read_safetensors
 from ovsam_model.modeling.ovsam import Decoded
 from ovsam_model.train.cli import main
 from ovsam_model.train.clip2sam import Clip2SamLossConfig, _decode_losses, _training_rois
+from ovsam_model.train.sam2clip import TeacherCache
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -116,8 +117,9 @@ def test_sam2clip_distils_the_adapter_with_a_teacher_cache(train_data, tmp_path)
         "cpu",
     ]
     main(args)
-    assert len(list(cache.glob("*.pt"))) == 4  # one fp16 file per image, written in epoch 1, read in epoch 2
-    assert all(torch.load(p, weights_only=True).dtype == torch.float16 for p in cache.glob("*.pt"))
+    files = sorted(cache.glob("*.safetensors"))
+    assert len(files) == 4  # one fp16 file per image, written in epoch 1, read in epoch 2
+    assert all(read_safetensors(p)[0]["feature"].dtype == torch.float16 for p in files)
     steps = [r for r in _metrics(out) if "loss_mse" in r]
     assert len(steps) == 4
 
@@ -159,7 +161,7 @@ def test_sam2clip_teacher_cache_on_cuda(train_data, tmp_path):
     args += ["--batch-size", "2", "--workers", "0", "--warmup-iters", "1", "--log-every", "1"]
     args += ["--device", "cuda"]
     main(args)
-    assert len(list(cache.glob("*.pt"))) == 4
+    assert len(list(cache.glob("*.safetensors"))) == 4
     assert len([r for r in _metrics(out) if "loss_mse" in r]) == 4
 
 
@@ -237,3 +239,18 @@ def test_clicks_are_named_in_training_from_the_clicked_part_of_their_mask(monkey
         8 * cell,
         8 * cell,
     ]  # the clicked part, as the predictor names it
+
+
+def test_a_damaged_teacher_cache_entry_is_a_miss_and_is_rewritten(tmp_path, caplog):
+    cache = TeacherCache(tmp_path)
+    feature = torch.randn(8, 4, 4)
+    cache.put("image.tif#None", feature)
+    torch.testing.assert_close(cache.get("image.tif#None"), feature.half())
+    path = next(tmp_path.glob("*.safetensors"))
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert cache.get("image.tif#None") is None and "damaged" in caplog.text
+    assert cache.get("another.tif#None") is None and (cache.hits, cache.misses) == (1, 2)
+    cache.put("image.tif#None", feature)
+    torch.testing.assert_close(cache.get("image.tif#None"), feature.half())
