@@ -9,8 +9,9 @@
    ``.pth`` line are not processed;
 3. runs this file again inside it (``--inside``), which checks that the package, its metadata and its manifest
    come from the fresh environment, that the wheel's declared dependencies are satisfied, and then runs
-   ``python -m ovsam_model.demo``, ``npe2 validate napari-ovsam``, imports every manifest command, and builds
-   the widget (the manifest's ``make_widget``) in a viewer with the demo model and segments and commits a box.
+   ``python -m ovsam_model.demo``, ``python -m ovsam_model.download --list``, ``npe2 validate napari-ovsam``,
+   imports every manifest command, and builds the widget (the manifest's ``make_widget``) in a viewer with the
+   demo model and segments and commits a box.
 
 The widget needs an X display (run it under ``xvfb-run -a``). Exit status 0 when every check passed.
 """
@@ -180,6 +181,17 @@ def check_demo(source_root: Path) -> None:
     assert box_miou > 0.5 and Path("demo.png").is_file(), result.stdout  # random weights give about 0.1
 
 
+def check_download_list(source_root: Path) -> None:
+    """python -m ovsam_model.download --list knows the shipped demo weights"""
+    command = [sys.executable, "-m", "ovsam_model.download", "--list", "demo", "ovsam_rn50x16"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "ovsam_demo  [shipped with the package]" in result.stdout and sys.prefix in result.stdout, (
+        result.stdout
+    )
+    assert "S-Lab License 1.0, non-commercial" in result.stdout, result.stdout
+
+
 def check_npe2_validate(source_root: Path) -> None:
     """npe2 validate napari-ovsam"""
     command = [sys.executable, "-c", "import sys; from npe2.cli import main; sys.exit(main())"]
@@ -252,7 +264,14 @@ def _wait(application, done, timeout: float = 300.0) -> None:
         time.sleep(0.02)
 
 
-CHECKS = (check_isolation, check_dependencies, check_demo, check_npe2_validate, check_manifest_commands)
+CHECKS = (
+    check_isolation,
+    check_dependencies,
+    check_demo,
+    check_download_list,
+    check_npe2_validate,
+    check_manifest_commands,
+)
 
 
 def inside(source_root: Path) -> int:
