@@ -117,7 +117,8 @@ def paint_masks(
     before = np.array(labels[key], copy=True)
     after = before.copy()
     claimed = before != 0 if mode == "keep" else np.zeros_like(before, dtype=bool)
-    painted, empty = [], []
+    painted: list[int] = []
+    empty: list[int] = []
     for mask, label_id in zip(masks[:, r0:r1, c0:c1], ids_arr):
         region = mask & ~claimed
         (painted if region.any() else empty).append(int(label_id))

@@ -388,7 +388,11 @@ def batch_prompts(objects: Sequence[ObjectPrompt]) -> list[tuple[np.ndarray, dic
             count = len(objects[i].points_xy)
             points[row, :count] = objects[i].points_xy
             labels[row, :count] = objects[i].point_labels
-        boxes = np.stack([objects[i].box_xyxy for i in members]).astype(np.float32) if with_box else None
+        boxes = (
+            np.stack([np.asarray(objects[i].box_xyxy) for i in members]).astype(np.float32)
+            if with_box
+            else None
+        )
         has_points = n_points > 0
         kwargs = {
             "points": points if has_points else None,

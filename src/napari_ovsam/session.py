@@ -310,7 +310,7 @@ class AnnotationSession:
                 scores[i], iou[i] = prediction.scores[row], prediction.iou[row, 0]
                 topk_names[i] = list(prediction.topk_names[row])
                 topk_scores[i] = np.asarray(prediction.topk_scores[row], np.float32)
-        names = [self.name_for(k[0] if k else UNKNOWN_CLASS, s) for k, s in zip(topk_names, scores)]
+        names = [self.name_for(k[0] if k else UNKNOWN_CLASS, float(s)) for k, s in zip(topk_names, scores)]
         return ObjectResults(
             slice_index, masks, names, scores, iou, topk_names, np.stack(topk_scores), list(objects),
             latency_ms=1000 * (time.perf_counter() - started),

@@ -22,7 +22,7 @@ from ..prompts import GroupRule
 from ..results import ObjectResults, SliceIndex
 from ..session import AnnotationSession, SessionBusy
 from ..targets import CommitGroup
-from .controls import button, row
+from .controls import button, row, single_shot_timer
 from .embeddings import EmbeddingScheduler
 from .jobs import JobRunner
 from .labels_view import LabelsView
@@ -83,7 +83,7 @@ class AnnotatePanel(QWidget):
         self._live_key: tuple[Any, ...] | None = None  # the prompts of the live preview in _results
         self._live_running = False
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()  # prompt layers with our events and keys
-        self._live_timer = QTimer(self, singleShot=True, interval=0, timeout=self._live_segment)
+        self._live_timer = single_shot_timer(self, 0, self._live_segment)
         self._build()
 
     def _build(self) -> None:

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
+
+
+def single_shot_timer(parent: QObject, interval_ms: int, timeout: Callable[[], Any]) -> QTimer:
+    """A timer that calls ``timeout`` once, ``interval_ms`` after each ``start()`` (restarting delays it)."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(timeout)
+    return timer
 
 
 def button(text: str, tip: str) -> QPushButton:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QObject
 
 from ..results import SliceIndex
 from ..session import AnnotationSession, EmbeddingInfo
+from .controls import single_shot_timer
 from .jobs import JobRunner
 from .status import StatusPanel
 
@@ -41,7 +42,7 @@ class EmbeddingScheduler:
     ) -> None:
         self._session, self._jobs, self._status, self._slice_in_view = session, jobs, status, slice_in_view
         self._waiting: list[Callable[[], Any]] = []
-        self._timer = QTimer(parent, singleShot=True, interval=SLICE_DEBOUNCE_MS, timeout=self.embed_current)
+        self._timer = single_shot_timer(parent, SLICE_DEBOUNCE_MS, self.embed_current)
 
     @property
     def pending(self) -> bool:

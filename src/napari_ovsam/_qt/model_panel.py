@@ -64,7 +64,7 @@ class ModelPanel(QGroupBox):
         self._model = QComboBox()
         for i, (name, tip) in enumerate(MODELS.items()):
             self._model.addItem(name)
-            self._model.setItemData(i, tip, Qt.ToolTipRole)
+            self._model.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
         self._device = QComboBox()
         self._device.addItems(["auto", *available_devices()])
         self._device.setToolTip("auto = cuda > mps > cpu (only devices this machine has are listed)")

@@ -28,19 +28,17 @@ class ObjectsTable(QTableWidget):
             "Committed objects. Double-click a class to rename it, or pick one of the model's alternatives; "
             "renamed objects are marked reviewed (✓). Select a row to show the object."
         )
-        header = self.horizontalHeader()
-        for column, mode in (
-            (ID, "contents"),
-            (CLASS, "stretch"),
-            (SCORE, "contents"),
-            (ALTERNATIVES, "stretch"),
-        ):
-            resize = QHeaderView.ResizeToContents if mode == "contents" else QHeaderView.Stretch
-            header.setSectionResizeMode(column, resize)
-        self.verticalHeader().setVisible(False)
-        self.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.setEditTriggers(QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)
+        header, rows = self.horizontalHeader(), self.verticalHeader()
+        fit, stretch = QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.Stretch
+        for column, mode in ((ID, fit), (CLASS, stretch), (SCORE, fit), (ALTERNATIVES, stretch)):
+            if header is not None:
+                header.setSectionResizeMode(column, mode)
+        if rows is not None:
+            rows.setVisible(False)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        triggers = QAbstractItemView.EditTrigger
+        self.setEditTriggers(triggers.DoubleClicked | triggers.EditKeyPressed)
         self.itemChanged.connect(self._on_item_changed)
         self.itemSelectionChanged.connect(self._on_selection)
 
@@ -57,14 +55,14 @@ class ObjectsTable(QTableWidget):
     def _fill_row(self, row: int, record: dict) -> None:
         label_id = int(record["label_id"])
         ident = QTableWidgetItem(str(label_id))
-        ident.setFlags(ident.flags() & ~Qt.ItemIsEditable)
-        ident.setData(Qt.UserRole, label_id)
+        ident.setFlags(ident.flags() & ~Qt.ItemFlag.ItemIsEditable)
+        ident.setData(Qt.ItemDataRole.UserRole, label_id)
         name = QTableWidgetItem(str(record["class_name"]))
         if record.get("reviewed"):
             name.setToolTip("reviewed by hand")
             ident.setText(f"{label_id}{REVIEWED_MARK}")
         score = QTableWidgetItem(f"{float(record['score']):.2f}")
-        score.setFlags(score.flags() & ~Qt.ItemIsEditable)
+        score.setFlags(score.flags() & ~Qt.ItemFlag.ItemIsEditable)
         for column, item in ((ID, ident), (CLASS, name), (SCORE, score)):
             self.setItem(row, column, item)
         self.setCellWidget(row, ALTERNATIVES, self._alternatives(label_id, record))
@@ -82,7 +80,10 @@ class ObjectsTable(QTableWidget):
 
     def label_id(self, row: int) -> int:
         """The label id shown in a row."""
-        return int(self.item(row, ID).data(Qt.UserRole))
+        item = self.item(row, ID)
+        if item is None:
+            raise IndexError(f"No row {row} in the objects table.")
+        return int(item.data(Qt.ItemDataRole.UserRole))
 
     def selected_label(self) -> int | None:
         """The label id of the selected row, or None."""

@@ -6,7 +6,7 @@ runs the encoder on every slice it visits); a propagation also blocks commits an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 from qtpy.QtWidgets import (
@@ -201,7 +201,7 @@ class StackPanel(QWidget):
 
     def _precompute_steps(
         self, slice_index: SliceIndex, start: int, stop: int
-    ) -> Iterator[tuple[int, int, str]]:
+    ) -> Generator[tuple[int, int, str], None, int]:
         computed = 0
         for done, total, new in self._session.iter_precompute(slice_index, start, stop):
             computed += int(new)
@@ -240,7 +240,7 @@ class StackPanel(QWidget):
 
     def _propagation_steps(
         self, label_ids: list[int], slice_index: SliceIndex, settings: PropagationSettings
-    ) -> Iterator[tuple[int, int, str]]:
+    ) -> Generator[tuple[int, int, str], None, str]:
         painted, stops = 0, []
         for step in self._session.iter_propagate(label_ids, slice_index, settings):
             painted += int(step.painted)

@@ -32,7 +32,7 @@ class StatusPanel(QWidget):
         self._timing.setToolTip("Time of the last image embedding, and of the last prompt decoding")
         self._status = QLabel("Load a model to start.")
         self._status.setWordWrap(True)
-        self._status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self._timing)
         layout.addWidget(self._status)
 

@@ -14,7 +14,7 @@ undoes brush strokes made after the last commit (napari's painting undo), then c
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import napari
 from qtpy.QtCore import QEvent, QSize, Qt
@@ -36,6 +36,14 @@ from .status import StatusPanel
 from .vocabulary_panel import DEMO_PRESET, VocabularyPanel
 
 
+class _Common(TypedDict):
+    """What every panel is given."""
+
+    session: AnnotationSession
+    jobs: JobRunner
+    status: StatusPanel
+
+
 class OVSAMWidget(QWidget):
     """Segment objects with points and boxes and name them from your vocabulary (see the module docstring)."""
 
@@ -49,7 +57,7 @@ class OVSAMWidget(QWidget):
         self._status_panel = StatusPanel(on_cancel=self.cancel)
         self._jobs = JobRunner(self._on_busy, self._status_panel.show_progress)
         is_open = lambda: not self._jobs.closed  # noqa: E731
-        common = {"session": self.session, "jobs": self._jobs, "status": self._status_panel}
+        common = _Common(session=self.session, jobs=self._jobs, status=self._status_panel)
         self._image_panel = ImagePanel(
             viewer=viewer, session=self.session, on_change=self._on_image, is_open=is_open
         )
@@ -104,7 +112,7 @@ class OVSAMWidget(QWidget):
     def _connect(self) -> None:
         for key, action in self._key_actions().items():
             shortcut = QShortcut(QKeySequence(key.replace("Control", "Ctrl").replace("-", "+")), self)
-            shortcut.setContext(Qt.WidgetWithChildrenShortcut)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(action)
             self._viewer_keys[key] = self.viewer.bind_key(key, self._alive(action), overwrite=True)
         events = self.viewer.layers.events
@@ -211,9 +219,9 @@ class OVSAMWidget(QWidget):
         self.shutdown()
         super().closeEvent(event)
 
-    def event(self, event: QEvent) -> bool:
+    def event(self, event: QEvent | None) -> bool:
         """napari removes a dock widget by taking it out of its dock (no close event): shut down then."""
-        if event.type() == QEvent.ParentChange:
+        if event is not None and event.type() == QEvent.Type.ParentChange:
             if self.parent() is not None:
                 self._docked = True
             elif self._docked:
