@@ -16,6 +16,7 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+import yaml
 
 import ovsam_model
 from napari_ovsam import _sample_data
@@ -175,3 +176,19 @@ def test_a_file_left_out_of_package_data_is_caught(tmp_path: Path) -> None:
     data, _ = package_files(copy / "src")
     clip_configs = {f"ovsam_model/configs/clip/{p.name}" for p in config.CLIP_CONFIG_DIR.glob("*.json")}
     assert data - names == clip_configs
+
+
+# ----------------------------------------------------------------------------------- napari hub page
+
+
+def test_napari_hub_listing_agrees_with_the_package(built: dict[str, Path]) -> None:
+    hub_config = yaml.safe_load((ROOT / ".napari-hub" / "config.yml").read_text())
+    _, items = wheel_metadata(built)
+    urls = {value.split(", ", 1)[1] for key, value in items if key == "Project-URL"}
+    for name, url in hub_config["project_urls"].items():
+        assert url in urls, name
+    assert {"Image segmentation", "2D image", "3D image"} <= set(hub_config["labels"]["terms"])
+    description = (ROOT / ".napari-hub" / "DESCRIPTION.md").read_text()
+    image = "https://raw.githubusercontent.com/napari-ovsam/napari-ovsam/main/docs/images/widget_2d.png"
+    assert image in description and (ROOT / "docs" / "images" / "widget_2d.png").is_file()
+    assert "pip install" in description and "non-commercial" in description
