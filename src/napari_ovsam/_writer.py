@@ -34,6 +34,21 @@ def write_coco(path: str, data: Any, attributes: dict) -> list[str]:
     Returns:
         ``[path]`` (``.json`` appended when the path has no suffix).
     """
+    return _write_coco(path, data, attributes, polygons=False)
+
+
+def write_coco_polygons(path: str, data: Any, attributes: dict) -> list[str]:
+    """Write a Labels layer as COCO JSON with polygons, for tools that import only polygons (Label Studio;
+    see docs/coco-interop.md). Holes are filled and corners cut by half a pixel; RLE (:func:`write_coco`)
+    is exact.
+
+    Returns:
+        ``[path]`` (``.json`` appended when the path has no suffix).
+    """
+    return _write_coco(path, data, attributes, polygons=True)
+
+
+def _write_coco(path: str, data: Any, attributes: dict, *, polygons: bool) -> list[str]:
     target = _with_suffix(path, ".json")
     labels = _checked_layer(data, attributes, "COCO JSON")
     ovsam = _ovsam_metadata(attributes)
@@ -46,6 +61,7 @@ def write_coco(path: str, data: Any, attributes: dict) -> list[str]:
             vocabulary_names=category_names(vocabulary),
             image_name=image_name,
             vocabulary=vocabulary,
+            polygons=polygons,
         )
     except ValueError as err:
         raise ValueError(f"Cannot save {_layer_name(attributes)} as COCO JSON: {err}") from None

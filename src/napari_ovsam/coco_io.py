@@ -26,6 +26,8 @@ import numpy as np
 
 from ovsam_model.data.coco_checks import check_id, validate_coco
 
+from .coco_polygons import mask_polygons
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -49,8 +51,9 @@ def labels_to_coco(
     vocabulary_names: Sequence[str] = (),
     image_name: str = "image",
     vocabulary: Sequence[str] | None = None,
+    polygons: bool = False,
 ) -> dict[str, Any]:
-    """A labels array (and its features table) -> a COCO dict with RLE masks.
+    """A labels array (and its features table) -> a COCO dict with RLE masks (or polygons).
 
     Args:
         labels: (H, W) or (..., H, W) integer array; lazy arrays (zarr, dask) are read one slice at a time.
@@ -60,6 +63,9 @@ def labels_to_coco(
         image_name: ``file_name`` of the image entries.
         vocabulary: the full vocabulary entries (with synonyms) to keep in the ``ovsam`` section; defaults to
             ``vocabulary_names``.
+        polygons: segmentations as polygons (:mod:`napari_ovsam.coco_polygons`; holes filled, corners cut by
+            half a pixel) instead of exact RLE, for tools that import only polygons (Label Studio); unknown
+            ``score``/``iou`` are left out instead of null.
 
     Returns:
         a JSON-serialisable dict (see the module docstring).
@@ -77,7 +83,7 @@ def labels_to_coco(
     for flat, position in enumerate(np.ndindex(*leading)):
         image_id = flat + 1
         images.append(_image_entry(image_id, image_name, height, width, flat, position, bool(leading)))
-        for label_id, rle, area, bbox in _slice_objects(np.asarray(labels[position])):
+        for label_id, segmentation, area, bbox in _slice_objects(np.asarray(labels[position]), polygons):
             row = rows.get(label_id, {})
             name = str(row.get("class_name") or UNKNOWN_CLASS)
             if name not in category_ids:  # a label without a features row
@@ -88,7 +94,7 @@ def labels_to_coco(
                     "id": len(annotations) + 1,
                     "image_id": image_id,
                     "category_id": category_ids[name],
-                    "segmentation": rle,
+                    "segmentation": segmentation,
                     "area": area,
                     "bbox": bbox,
                     "iscrowd": 0,
@@ -98,13 +104,18 @@ def labels_to_coco(
                     "instance_id": label_id,
                 }
             )
+            if polygons:  # importers such as Label Studio's refuse null numbers
+                annotations[-1] = {k: v for k, v in annotations[-1].items() if v is not None}
     return {
         "info": {"description": "napari-ovsam annotations", "version": str(FORMAT_VERSION)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
         "categories": categories,
-        "ovsam": _ovsam_section(labels, table, image_name, vocabulary_names, vocabulary),
+        "ovsam": {
+            **_ovsam_section(labels, table, image_name, vocabulary_names, vocabulary),
+            "segmentation": "polygons" if polygons else "rle",
+        },
     }
 
 
@@ -126,8 +137,11 @@ def _image_entry(
     return entry
 
 
-def _slice_objects(slice_labels: np.ndarray) -> list[tuple[int, dict, int, list[float]]]:
-    """(label_id, RLE with str counts, area, [x, y, w, h]) for every non-zero label of an (H, W) slice.
+def _slice_objects(
+    slice_labels: np.ndarray, polygons: bool = False
+) -> list[tuple[int, Any, int, list[float]]]:
+    """(label_id, RLE with str counts (or polygons), area, [x, y, w, h]) for every non-zero label of an
+    (H, W) slice.
 
     One stable sort of the column-major pixels gives each label's pixel indices in column-major order, from
     which the uncompressed RLE runs follow directly; pycocotools compresses them. This costs one sort per
@@ -148,11 +162,14 @@ def _slice_objects(slice_labels: np.ndarray) -> list[tuple[int, dict, int, list[
     ids, starts = np.unique(values, return_index=True)
     objects = []
     for label_id, part in zip(ids, np.split(pixels, starts[1:])):
+        rows, cols = part % height, part // height
+        bbox = [float(cols.min()), float(rows.min()), float(np.ptp(cols) + 1), float(np.ptp(rows) + 1)]
+        if polygons:
+            objects.append((int(label_id), mask_polygons(rows, cols), int(part.size), bbox))
+            continue
         rle = mask_utils.frPyObjects(
             {"size": [height, width], "counts": _runs(part, height * width)}, height, width
         )
-        rows, cols = part % height, part // height
-        bbox = [float(cols.min()), float(rows.min()), float(np.ptp(cols) + 1), float(np.ptp(rows) + 1)]
         rle["counts"] = rle["counts"].decode("ascii")
         objects.append((int(label_id), rle, int(part.size), bbox))
     return objects
