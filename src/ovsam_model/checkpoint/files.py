@@ -85,7 +85,7 @@ def checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the bytes, without a copy
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # the bytes, without a copy
     return digest.hexdigest()
 
 

@@ -211,7 +211,7 @@ def _setup(
 
 
 def _log_start(run: _Run, trainer: Trainer) -> None:
-    record = {"event": "start", "stage": run.config.stage, "model": run.model.config.name}
+    record: dict[str, Any] = {"event": "start", "stage": run.config.stage, "model": run.model.config.name}
     record |= {"world_size": trainer.world_size, "steps_per_epoch": run.steps_per_epoch}
     trainer.log(record | {"total_steps": run.total_steps, "resumed_at": trainer.state.step})
 
