@@ -16,8 +16,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .coco_io import looks_like_coco
 from .coco_layers import coco_layer_data
+from .coco_read import looks_like_coco
 
 MAX_PARSE_BYTES = 256 * 2**20
 SNIFF_BYTES = 2**16

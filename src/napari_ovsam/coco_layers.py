@@ -29,7 +29,7 @@ import numpy as np
 
 from ovsam_model.data.stacks import load_image
 
-from .coco_io import (
+from .coco_read import (
     annotation_features,
     category_table,
     check_coco,

@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 
 from napari_ovsam._reader import napari_get_reader
 from napari_ovsam._writer import write_coco, write_label_tiff, write_label_zarr
-from napari_ovsam.coco_io import coco_to_labels
+from napari_ovsam.coco_read import coco_to_labels
 
 
 def valid_coco():

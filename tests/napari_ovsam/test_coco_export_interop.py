@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from skimage.draw import disk
 
 from napari_ovsam._writer import write_coco, write_coco_polygons
-from napari_ovsam.coco_io import coco_to_labels
+from napari_ovsam.coco_read import coco_to_labels
 from napari_ovsam.features import add_feature_rows, features_row
 from ovsam_model.data.coco import read_coco_json
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_ovsam.coco_io import category_names, coco_to_labels, labels_to_coco, looks_like_coco
+from napari_ovsam.coco_io import category_names, labels_to_coco
+from napari_ovsam.coco_read import coco_to_labels, looks_like_coco
 from napari_ovsam.labels import add_feature_rows, features_row
 
 VOCAB = ["nucleus", "rod", "ring", "cluster"]
