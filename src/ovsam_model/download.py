@@ -163,6 +163,10 @@ def _record(item: NeededFile) -> Record:
             meta = huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, name))
         except EntryNotFoundError:
             continue
+        except Exception as error:  # network and HTTP errors of any client library mean the same here
+            raise FileNotFoundError(
+                f"could not reach the Hugging Face hub for {repo}/{name}: {error}"
+            ) from error
         etag = (meta.etag or "").strip('"')
         return Record(meta.size, etag if SHA256.fullmatch(etag) else None, "the Hugging Face hub's record")
     return Record(None, None, "")
@@ -182,6 +186,8 @@ def _download(item: NeededFile) -> Path:
             return Path(huggingface_hub.hf_hub_download(clip.repo, name, cache_dir=cache))
         except EntryNotFoundError:
             continue
+        except Exception as error:  # network, HTTP and disk errors: the file is not there
+            raise FileNotFoundError(f"downloading {name} from {clip.page} failed: {error}") from error
     raise FileNotFoundError(f"none of {', '.join(clip.filenames)} is in the Hugging Face repo {clip.repo}")
 
 

@@ -260,3 +260,17 @@ def test_offline_download_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SystemExit):
         download.main(["sam_vit_b", "--dir", str(tmp_path)])
     assert f"{hub.OFFLINE_ENV} is set" in capsys.readouterr().err
+
+
+def test_a_failed_download_is_one_line(served_model, tmp_path, monkeypatch, capsys) -> None:
+    config, _ = served_model
+
+    def unreachable(url, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", unreachable)
+    with pytest.raises(SystemExit) as exit_info:
+        download.main([str(config), "--dir", str(tmp_path / "offline")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "could not reach the Hugging Face hub for ovsam-test/tiny-clip" in error
