@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
+
+from ovsam_model.data.synthetic import CLASS_NAMES, generate_image, image_rng, place_objects, render
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 IMAGE_2D = "synthetic_2d.tif"
@@ -23,8 +26,6 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def _read(name: str) -> np.ndarray:
-    import tifffile
-
     path = SAMPLES_DIR / name
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; recreate it with `python -m napari_ovsam._sample_data`.")
@@ -33,12 +34,21 @@ def _read(name: str) -> np.ndarray:
 
 def sample_2d() -> list[LayerData]:
     """A 256x256 uint16 fluorescence-like image with about a dozen objects of the four demo classes."""
-    return [(_read(IMAGE_2D), {"name": "ovsam sample 2D"}, "image")]
+    image = _read(IMAGE_2D)
+    return [(image, {"name": "ovsam sample 2D", "contrast_limits": display_range(image)}, "image")]
 
 
 def sample_stack() -> list[LayerData]:
     """An 8x256x256 uint16 stack (z, row, col) whose objects span several slices."""
-    return [(_read(STACK_3D), {"name": "ovsam sample stack"}, "image")]
+    stack = _read(STACK_3D)
+    return [(stack, {"name": "ovsam sample stack", "contrast_limits": display_range(stack)}, "image")]
+
+
+def display_range(data: np.ndarray) -> tuple[float, float]:
+    """Contrast limits from the pixels (0.5 and 99.5 percentiles), not the dtype's range: the uint16 samples
+    use a few thousand grey levels of 65,536 and would open almost black."""
+    low, high = (float(v) for v in np.percentile(data, (0.5, 99.5)))
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -46,10 +56,6 @@ def sample_stack() -> list[LayerData]:
 
 def make_samples(out: Path = SAMPLES_DIR, *, size: int = 256, num_slices: int = 8) -> list[Path]:
     """Write the two sample TIFFs (zlib-compressed) into ``out`` and return their paths."""
-    import tifffile
-
-    from ovsam_model.data.synthetic import generate_image, image_rng
-
     out.mkdir(parents=True, exist_ok=True)
     image = generate_image(image_rng(SEED, "val", 0), size, (10, 14)).image
     stack = _drifting_stack(np.random.default_rng(SEED), size, num_slices)
@@ -61,8 +67,6 @@ def make_samples(out: Path = SAMPLES_DIR, *, size: int = 256, num_slices: int = 
 
 def _drifting_stack(rng: np.random.Generator, size: int, num_slices: int) -> np.ndarray:
     """(Z, size, size) uint16: one set of placed objects, each visible on a z-run and drifting per slice."""
-    from ovsam_model.data.synthetic import CLASS_NAMES, place_objects, render
-
     weights = np.full(len(CLASS_NAMES), 1.0 / len(CLASS_NAMES))
     _, placed = place_objects(rng, size, 12, weights)
     first = rng.integers(-2, num_slices // 2, size=len(placed))

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--sample", choices=("stack", "2d"), default="stack", help="which bundled sample to open")
     args = p.parse_args(argv)
-
+    # Heavy (napari, Qt, torch): imported once the arguments are parsed, so --help and errors are instant.
     import napari
 
     from ._qt.widget import OVSAMWidget

@@ -58,5 +58,11 @@ def test_sample_data_is_small_and_loads():
     [(stack, attributes, kind)] = _sample_data.sample_stack()
     assert stack.shape == (8, 256, 256) and stack.dtype == np.uint16 and attributes["name"]
     assert 0 < image.std() and all(0 < stack[z].std() for z in range(len(stack)))
+    for data, limits in (
+        (image, _sample_data.sample_2d()[0][1]["contrast_limits"]),
+        (stack, attributes["contrast_limits"]),
+    ):
+        low, high = limits  # from the pixels, not uint16's 0..65535 (which shows the samples almost black)
+        assert data.min() <= low < high <= data.max() and high < 0.5 * np.iinfo(data.dtype).max
     sizes = [path.stat().st_size for path in _sample_data.SAMPLES_DIR.iterdir()]
     assert len(sizes) == 2 and sum(sizes) < 2 * 2**20
