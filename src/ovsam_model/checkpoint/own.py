@@ -16,12 +16,12 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import __version__
 from ..config import OVSAMConfig
 from ..vocabulary import Vocabulary, as_vocabulary
 from .files import PathLike, State, state_dict_of, write_safetensors
@@ -40,6 +40,16 @@ CLIP_CHILDREN = ("backbone", "clip_text")  # the model children open_clip restor
 NOT_ARCHITECTURE = ("name", "description", "weights", "clip.pretrained", "clip.frozen", "fusion")
 _STATE_PREFIX = "state_dict."
 _JSON_ENTRIES = ("config", "vocabulary", "metadata")
+DISTRIBUTION = "napari-ovsam"  # the installed distribution whose version a checkpoint records
+
+
+def _package_version() -> str:
+    """The installed package's version (read from its metadata: importing the ``ovsam_model`` package root
+    here would make an import cycle through its lazy exports)."""
+    try:
+        return package_metadata.version(DISTRIBUTION)
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass
@@ -107,7 +117,7 @@ def save_checkpoint(
         tensors["text_embeddings"] = _stored(text_embeddings, half)
     config = model.config.to_dict()
     config["clip"]["pretrained"] = _clip_source(model)
-    info = {"package_version": __version__, "torch": str(torch.__version__)} | (metadata or {})
+    info = {"package_version": _package_version(), "torch": str(torch.__version__)} | (metadata or {})
     entries = {
         FORMAT_KEY: str(FORMAT_VERSION),
         "config": json.dumps(config),
