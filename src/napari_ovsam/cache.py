@@ -12,7 +12,7 @@ gives the same key in any session, so reopening a stack reuses the embeddings co
 Disk layout (format version 3; :mod:`napari_ovsam.cache_store` reads and writes it): a folder marked as a
 cache by ``napari-ovsam-cache.json``, one sub-folder per model (``<blake2b(fingerprint)>/``, its fingerprint
 in ``fingerprint.txt``) and one safetensors file per entry (``<content hash>.safetensors``: float arrays as
-float16, or float32 where a value does not fit; JSON metadata with a SHA-256 checksum over the metadata and
+float16, or float32 where a value does not fit; JSON metadata with a CRC-32 checksum over the metadata and
 every array). Entries are written under a unique temporary name and renamed into place, so several processes
 (two napari windows, precompute while annotating) can share a folder: a reader sees a whole entry or none.
 Every entry read is verified (size, checksum, key); a bad one is a miss with a warning, computed again and

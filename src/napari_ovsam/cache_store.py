@@ -8,7 +8,7 @@ Layout::
 
 An entry holds the state's arrays (floats as float16, or float32 where a value does not fit float16; other
 arrays exactly) and string metadata: ``format``, ``version``, the key (``fingerprint``, ``content_hash``),
-JSON ``dtypes`` (each array's own dtype), ``tuples`` and ``scalars``, and ``sha256``, a checksum over the other
+JSON ``dtypes`` (each array's own dtype), ``tuples`` and ``scalars``, and ``crc32``, a checksum over the other
 metadata and every array's name, dtype, shape and bytes. No pickle anywhere.
 
 Writes go to a unique temporary file in the entry's folder, then are linked into place atomically: when two
@@ -24,6 +24,7 @@ import json
 import os
 import uuid
 import warnings
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ ENTRY_FORMAT = "napari-ovsam embedding"
 VERSION = 3
 ENTRY_SUFFIX = ".safetensors"
 FINGERPRINT_FILE = "fingerprint.txt"
-CHECKSUM_KEY = "sha256"
+CHECKSUM_KEY = "crc32"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 Key = tuple[str, str]
@@ -269,17 +270,17 @@ def decode_entry(data: bytes, key: Key) -> dict[str, Any]:
 
 
 def checksum(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> str:
-    """SHA-256 over the metadata (sorted, without the checksum) and every array's name, dtype, shape and
-    bytes, in name order (the scheme of ``ovsam_model.checkpoint``'s safetensors files, on numpy arrays)."""
-    digest = hashlib.sha256()
-    digest.update(
+    """CRC-32 (hex) over the metadata (sorted, without the checksum) and every array's name, dtype, shape and
+    bytes, in name order: the layout of ``ovsam_model.checkpoint``'s checksums, with CRC-32 instead of SHA-256
+    because it runs at memory speed (an entry is verified on every read) and catches any changed byte."""
+    value = zlib.crc32(
         json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode()
     )
     for name in sorted(tensors):
         array = np.ascontiguousarray(tensors[name])
-        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
-        digest.update(array.reshape(-1).view(np.uint8).data)
-    return digest.hexdigest()
+        value = zlib.crc32(json.dumps([name, array.dtype.str, list(array.shape)]).encode(), value)
+        value = zlib.crc32(array.reshape(-1).view(np.uint8).data, value)
+    return f"{value:08x}"
 
 
 def _metadata(data: bytes) -> dict[str, Any]:

@@ -163,7 +163,7 @@ def test_an_entry_is_one_checksummed_safetensors_file_without_pickle(tmp_path):
         assert f.get_tensor("embedding").dtype == np.float16
         assert f.get_tensor("steps").dtype == np.int64
     assert metadata["fingerprint"] == FP and metadata["content_hash"] == key(1)[1]
-    assert len(metadata["sha256"]) == 64 and json.loads(metadata["tuples"])["original_size"] == [40, 50]
+    assert len(metadata["crc32"]) == 8 and json.loads(metadata["tuples"])["original_size"] == [40, 50]
     got = EmbeddingCache(store_path=store).get(key(1))
     assert_states_close({k: v for k, v in got.items() if k not in ("steps", "flags", "tag")}, fake_state(1))
     assert got["steps"].tolist() == [3, 2**40] and got["flags"].tolist() == [True, False]
