@@ -14,8 +14,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ovsam_model.build import build_ovsam  # noqa: E402  (after HF_HUB_OFFLINE: nothing may reach a hub)
+from ovsam_model.hub import CACHE_ENV as CACHE_DIR_ENV  # noqa: E402
 from ovsam_model.predictor import OVSAMPredictor  # noqa: E402
-from ovsam_model.text import CACHE_DIR_ENV  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hub import cache_root
 from .templates import VILD_TEMPLATES, check_templates
 from .vocabulary import ClassEntry, Vocabulary, as_vocabulary
 
 __all__ = [
-    "CACHE_DIR_ENV",
     "TextEncoder",
     "TextEmbeddingCache",
     "default_text_cache_dir",
@@ -42,8 +42,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable naming the root of ovsam's caches; text embeddings live in its ``text/`` folder.
-CACHE_DIR_ENV = "OVSAM_CACHE_DIR"
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
@@ -177,9 +175,8 @@ def text_tower_digest(model: nn.Module, tokenizer: object = None) -> str:
 
 
 def default_text_cache_dir() -> Path:
-    """``$OVSAM_CACHE_DIR/text`` if the variable is set, else ``~/.cache/ovsam/text``."""
-    root = os.environ.get(CACHE_DIR_ENV)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "ovsam") / "text"
+    """``cache_root() / "text"``: ``$OVSAM_CACHE_DIR/text`` if the variable is set, else ``~/.cache/ovsam/text``."""
+    return cache_root() / "text"
 
 
 def _sha256(text: str) -> str:

@@ -9,9 +9,9 @@ import open_clip
 import pytest
 import torch
 
+from ovsam_model.hub import CACHE_ENV as CACHE_DIR_ENV
 from ovsam_model.templates import SIMPLE_TEMPLATES, VILD_TEMPLATES, check_templates
 from ovsam_model.text import (
-    CACHE_DIR_ENV,
     TextEmbeddingCache,
     TextEncoder,
     default_text_cache_dir,
