@@ -234,11 +234,18 @@ class _LazySlices:
         if isinstance(first, (int, np.integer)):
             return self.slice(int(first))[rest]
         if isinstance(first, slice):
-            picked = range(self.shape[0])[first]
-            stacked = np.stack([self.slice(k) for k in picked]) if picked else np.zeros((0, *self.shape[1:]))
-            return stacked.astype(self.dtype, copy=False)[(slice(None), *rest)]
+            first = np.arange(self.shape[0])[first]
         index = np.asarray(first)
-        return np.asarray(self)[(index, *rest)] if index.ndim != 1 or rest else self[list(index)]
+        if rest and all(np.shape(r) == index.shape for r in rest):  # one index array per axis, as napari's
+            out = np.zeros(index.shape, self.dtype)  # paint history reads: only the slices named are made
+            for k in np.unique(index):
+                where = index == k
+                out[where] = self.slice(int(k))[tuple(np.asarray(r)[where] for r in rest)]
+            return out
+        stacked = np.zeros((index.size, *self.shape[1:]), self.dtype)
+        for i, k in enumerate(index.ravel()):
+            stacked[i] = self.slice(int(k))
+        return stacked.reshape(*index.shape, *self.shape[1:])[(slice(None),) * index.ndim + rest]
 
     def __setitem__(self, key: Any, value: Any) -> None:
         first, rest = self._split(key)

@@ -139,6 +139,8 @@ def test_large_files_rasterise_only_what_is_looked_at(tmp_path, monkeypatch):
     labels[2, 0:3, 0:3] = 99  # napari paints into the made slice; it is kept
     labels[np.array([4, 4]), np.array([1, 2]), np.array([5, 5])] = 7  # napari's fancy-index painting
     assert (labels[2][0:3, 0:3] == 99).all() and labels[4][1, 5] == labels[4][2, 5] == 7
+    np.testing.assert_array_equal(labels[np.array([2, 4]), np.array([0, 1]), np.array([0, 5])], [99, 7])
+    assert labels[[4, 2], 0, 0].tolist() == [labels[4][0, 0], 99] and labels[2:5:2].shape == (2, 40, 60)
     assert labels.made == [2, 4] and np.asarray(labels).shape == (6, 40, 60)
     assert eager[1][0].shape == labels.shape
 
@@ -185,3 +187,17 @@ def test_file_open_in_napari(make_napari_viewer_proxy, tmp_path):
     assert kinds == ["Image", "Labels"] * 6
     labels = viewer.layers["frame_000001 labels"]
     assert labels.features["class_name"].tolist()[0] in CATEGORIES
+
+
+@pytest.mark.gui
+def test_lazy_labels_paint_in_napari(make_napari_viewer_proxy, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_layers, "EAGER_PIXELS", 0)
+    path = cvat_export(tmp_path / "task", sizes=[(40, 60)] * 6)
+    viewer = make_napari_viewer_proxy()
+    viewer.open(str(path), plugin="napari-ovsam")
+    labels = viewer.layers["instances_default"]
+    assert isinstance(labels.data, LazyLabelStack)
+    viewer.dims.set_point(0, 3)
+    labels.paint((3, 20, 30), 42, refresh=True)
+    assert labels.data[3][20, 30] == 42
+    assert 3 in labels.data.made and len(labels.data.made) <= 3  # napari samples a few slices, not all six
