@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image  # Pillow comes with scikit-image
 
 from .build import build_ovsam
+from .cli_parser import OneLineErrorParser
 from .data.synthetic import CLASS_NAMES, generate_image
 from .evaluation.gt_prompts import gt_prompts, mask_ious
 from .image import to_model_rgb
@@ -21,7 +22,7 @@ from .predictor import OVSAMPredictor
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ovsam_model.demo", description=__doc__)
+    p = OneLineErrorParser(prog="python -m ovsam_model.demo", description=__doc__)
     p.add_argument("--model", default="demo", help="model config name or checkpoint file (default: demo)")
     p.add_argument(
         "--vocabulary", nargs="+", default=None, help="class names (default: the model's own vocabulary)"

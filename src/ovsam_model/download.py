@@ -29,10 +29,11 @@ from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 
 from . import hub
+from .cli_parser import OneLineErrorParser
+from .cli_parser import fail as cli_fail
 from .config import list_models, load_config
 
 PROG = "python -m ovsam_model.download"
-EXIT_USAGE = 2
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -255,20 +256,12 @@ def _check_loads(path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    """Errors are one line on stderr and exit status 2, without the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(message)
-
-
 def fail(message: str) -> NoReturn:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
+    cli_fail(PROG, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[1])
+    p = OneLineErrorParser(prog=PROG, description=__doc__.split("\n\n")[1])
     p.add_argument(
         "models", nargs="*", metavar="MODEL", help="model names, model config JSONs or weight sources"
     )

@@ -39,6 +39,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 from tqdm import tqdm
 
+from ..cli_parser import OneLineErrorParser
 from ..vocabulary import DEMO_CLASSES
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 64, 4096
@@ -411,7 +412,7 @@ def _objects_range(values: Sequence[int]) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m ovsam_model.data.synthetic",
         description="Write a synthetic 16-bit fluorescence instance dataset (COCO JSON + TIFF) with the "
         f"classes {', '.join(CLASS_NAMES)}.",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..cli_parser import OneLineErrorParser, fail
 from .mask_ap import load_detections
 from .report import markdown_report
 from .runner import (
@@ -28,6 +29,7 @@ from .runner import (
     load_data,
 )
 
+PROG = "python -m ovsam_model.evaluate"
 DESCRIPTION = """\
 OV-SAM and the SAM + CLIP baselines on COCO/LVIS-format data.
 
@@ -68,8 +70,8 @@ class EvaluationArgs:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ovsam_model.evaluate",
+    parser = OneLineErrorParser(
+        prog=PROG,
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -260,7 +262,6 @@ class _MethodError(ValueError):
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    parser = build_parser()
     try:
         data = load_data(config.ann, config.images, split=config.split, vocabulary=config.vocabulary)
         options = config.options
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             options = replace(options, detections=detections)
         report = run(config, data, options)
     except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+        fail(PROG, str(error))
     table = markdown_report(report)
     if config.output:
         Path(config.output).write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from ..cli_parser import OneLineErrorParser, fail
 from .clip2sam import Clip2SamLossConfig
 from .options import (
     BASE_CLASS_SPLITS,
@@ -35,21 +36,7 @@ from .outputs import RESUME_STATE
 from .run import train
 from .sam2clip import SAM_TEACHERS
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line on stderr (exit 2), without the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(self.prog, message)
-
-
-def fail(prog: str, message: str) -> NoReturn:
-    """Print ``prog: error: message`` as one line on stderr and exit with status 2."""
-    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -186,7 +173,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineErrorParser(
         prog="python -m ovsam_model.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
