@@ -77,8 +77,18 @@ def rowcol_to_xy(rowcol: np.ndarray) -> np.ndarray:
 
 def _as_rows(coords: np.ndarray) -> np.ndarray:
     """Coordinates as a float (n, ndim) array; a single (ndim,) point becomes (1, ndim)."""
-    coords = np.asarray(coords, dtype=float)
-    return coords[None, :] if coords.ndim == 1 else coords
+    try:
+        coords = np.asarray(coords, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("Prompt coordinates must be numbers, (n, ndim) in (..., row, col).") from None
+    if coords.size == 0:  # no prompt (an empty layer, or a bare empty list)
+        return coords.reshape(0, coords.shape[-1] if coords.ndim > 1 else 2)
+    coords = coords[None, :] if coords.ndim == 1 else coords
+    if coords.ndim != 2 or not np.isfinite(coords).all():
+        raise ValueError(
+            f"Prompt coordinates must be finite numbers of shape (n, ndim); got shape {coords.shape}."
+        )
+    return coords
 
 
 def current_slice(
@@ -353,8 +363,13 @@ def collect_prompts(
     converted = shapes_to_boxes(shapes_data, shape_types, slice_index=slice_index)
     messages = [f"Shape {i} ignored: {reason}." for i, reason in converted.skipped.items()]
     data = _as_rows(points_data)
+    signs = np.asarray(point_labels).reshape(-1)
+    if len(signs) != len(data):
+        raise ValueError(f"{len(data)} points but {len(signs)} point labels: give one label per point.")
+    if len(data) and data.shape[1] < 2:
+        raise ValueError(f"Points need (..., row, col) coordinates; got {data.shape[1]} per point.")
     keep = on_slice(data, slice_index)
-    labels = (np.asarray(point_labels).reshape(-1)[keep] > 0).astype(np.int32)
+    labels = (signs[keep] > 0).astype(np.int32)
     points_xy, labels, boxes, clip_messages = clip_prompts_to_image(
         rowcol_to_xy(data[keep][:, -2:]), labels, converted.boxes_xyxy, image_hw
     )

@@ -36,6 +36,14 @@ from .prompts import GroupRule, ObjectPrompt, batch_prompts, collect_prompts
 from .propagation import PropagationSettings, PropagationStep, propagate_objects
 from .results import ObjectResults, SliceIndex
 from .targets import CommitGroup, LabelsTarget
+from .validation import (
+    check_contrast_limits,
+    check_image,
+    check_labels,
+    check_settings,
+    check_slice_index,
+    check_threshold,
+)
 
 __all__ = ["AnnotationSession", "EmbeddingInfo", "SessionBusy"]
 
@@ -73,8 +81,9 @@ class AnnotationSession:
         group: GroupRule = "refine",
     ) -> None:
         self.cache = cache if cache is not None else EmbeddingCache(max_items=16)
-        self.unknown_threshold = float(unknown_threshold)
-        self.top_k = top_k
+        self.top_k, self._unknown_threshold = check_settings(
+            top_k=top_k, unknown_threshold=unknown_threshold, group=group
+        )
         self.group: GroupRule = group
         self.encoder_runs = 0
         self.predictor: Any = None
@@ -111,6 +120,15 @@ class AnnotationSession:
         """A shallow copy of the predictor for a worker thread: same model and vocabulary, own image state."""
         return copy.copy(self._require_predictor())
 
+    @property
+    def unknown_threshold(self) -> float:
+        """Objects whose best class probability is below it are named ``unknown`` (in [0, 1])."""
+        return self._unknown_threshold
+
+    @unknown_threshold.setter
+    def unknown_threshold(self, value: float) -> None:
+        self._unknown_threshold = check_threshold(value)
+
     # ------------------------------------------------------------------------------------------ vocabulary
 
     @property
@@ -135,10 +153,9 @@ class AnnotationSession:
         self, data: Any, *, rgb: bool = False, contrast_limits: Sequence[float] | None = None
     ) -> None:
         """Annotate another image: (..., H, W) or (..., H, W, C) with ``rgb``; kept lazy, read by slice."""
-        if isinstance(data, (list, tuple)):  # a multiscale pyramid: full resolution
+        if isinstance(data, (list, tuple)) and data:  # a multiscale pyramid: full resolution
             data = data[0]
-        if data.ndim - int(rgb) < 2:
-            raise ValueError(f"An image needs two spatial axes; got shape {data.shape} (rgb={rgb}).")
+        check_image(data, rgb)
         self.image, self.rgb = data, bool(rgb)
         self._keys.clear()
         self._failures.clear()
@@ -147,7 +164,7 @@ class AnnotationSession:
 
     def set_contrast_limits(self, contrast_limits: Sequence[float] | None) -> None:
         """Contrast used to map slices to the model input (None: per-slice percentiles); part of cache keys."""
-        limits = None if contrast_limits is None else (float(contrast_limits[0]), float(contrast_limits[1]))
+        limits = check_contrast_limits(contrast_limits)
         if limits != self.contrast_limits:
             self.contrast_limits = limits
             self._keys.clear()
@@ -172,9 +189,7 @@ class AnnotationSession:
 
     def read_slice(self, slice_index: SliceIndex) -> np.ndarray:
         """The (H, W) or (H, W, C) pixels of one slice; only that slice is read from a lazy array."""
-        index = tuple(int(i) for i in slice_index)
-        if len(index) != len(self.leading_shape):
-            raise ValueError(f"slice_index {index} does not fit an image of shape {self.labels_shape}.")
+        index = check_slice_index(slice_index, self.leading_shape, self.labels_shape)
         return np.asarray(self._require_image()[index] if index else self._require_image())
 
     # ------------------------------------------------------------------------------------------ embeddings
@@ -328,6 +343,7 @@ class AnnotationSession:
         user may have edited, is taken in); a new array gets a new target."""
         target = self.target_of(labels)
         if target is None:
+            check_labels(labels, self.labels_shape if self.image is not None else None)
             target = LabelsTarget(labels, features)
             self._targets.append(target)
         elif features is not None:

@@ -152,7 +152,7 @@ class LabelsTarget:
         table = self.features.copy()
         match = table["index"] == int(label_id)
         if not match.any():
-            raise KeyError(f"No object with label id {label_id}.")
+            raise ValueError(f"No object with label id {label_id}: rename one of the table's objects.")
         table.loc[match, "class_name"] = str(class_name).strip() or UNKNOWN_CLASS
         table.loc[match, "reviewed"] = True
         self.features = table

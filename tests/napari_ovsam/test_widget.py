@@ -54,7 +54,7 @@ def load_tiny(qtbot, widget):
     torch.manual_seed(0)  # the tiny model's random weights, reproducibly
     widget._model_panel._model.setCurrentText("tiny")
     widget._model_panel._device.setCurrentText("cpu")
-    assert widget.load_model() is not None
+    assert widget.load_model().lane == "model"
     idle(qtbot, widget)
     assert widget.session.predictor is not None, widget.status
     assert widget.session.vocabulary.names == list(DEMO_CLASSES)
@@ -115,7 +115,7 @@ def test_segment_commit_undo_rename_and_vocabulary(viewer, widget, qtbot):
     assert labels.features.loc[1 % len(ids), "class_name"] == combo.itemData(2)
 
     prompt(viewer, point=[200, 200])
-    assert widget.commit() is not None
+    assert widget.commit().label_ids == (max(ids) + 1,)
     widget.undo()
     np.testing.assert_array_equal(labels.data, committed)
     assert len(labels.features) == len(ids) and labels.features.loc[0, "class_name"] == "my cell"
@@ -133,7 +133,7 @@ def test_live_preview_runs_once_per_edit_inside_the_layer_event(viewer, widget, 
     panel_segment = widget._annotate.segment  # what benchmarks/bench_widget_latency.py times
     monkeypatch.setattr(widget._annotate, "segment", lambda: fired.append(1) or panel_segment())
     prompt(viewer, box=[[150, 30], [220, 100]])  # no event-loop turn: the preview is there when add returns
-    assert len(calls) == 1 == len(fired) and widget._annotate._results is not None and len(widget._annotate._results) == 1
+    assert len(calls) == 1 == len(fired) and len(widget._annotate._results or []) == 1
     assert viewer.layers[_layers.PREVIEW].data.any()
     prompt(viewer, point=[40, 100])
     assert (
@@ -273,7 +273,7 @@ def test_close_while_a_worker_runs(viewer, qtbot):
     widget = OVSAMWidget(viewer)
     load_tiny(qtbot, widget)
     widget._stack._range_stop.setValue(7)
-    assert widget.precompute() is not None and widget.busy
+    assert widget.precompute().lane == "precompute" and widget.busy
     widget.close()  # mid-computation: the job stops at its next slice and its callbacks are dropped
     qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
     assert widget._jobs.closed and widget.session.encoder_runs < 8
@@ -362,7 +362,7 @@ def test_deleting_the_labels_layer_drops_its_names_and_history(viewer, widget, q
     add_sample(viewer, sample_2d)
     load_tiny(qtbot, widget)
     prompt(viewer, box=[[150, 30], [220, 100]])
-    assert widget.commit() is not None
+    assert widget.commit().label_ids == (1,)
     assert len(viewer.layers[_layers.NAMES].data) == 1
     viewer.layers.remove(viewer.layers[_layers.LABELS])
     assert _layers.NAMES not in viewer.layers and widget._labels.table.rowCount() == 0

@@ -173,7 +173,7 @@ class LabelsView:
         self.take_user_edits()
         try:
             self._session.rename(label_id, name)
-        except (KeyError, SessionBusy, RuntimeError) as error:
+        except (ValueError, SessionBusy, RuntimeError) as error:
             self._status.set_status(str(error))
             return
         self.show(refresh=False)
