@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "stack", help="image stack: .zarr directory, .tif/.tiff or .npy (slices: flat over the leading axes)"
     )
-    parser.add_argument("--out", required=True, help="embedding cache (.zarr directory; created or resumed)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="embedding cache folder (created, or resumed; a new, empty or cache folder)",
+    )
     parser.add_argument("--model", default="demo", help="model name or config JSON (default: demo)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file for the model (optional)")
     parser.add_argument("--start", type=int, default=0, help="first slice (default 0)")
@@ -125,10 +129,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        cache = EmbeddingCache(max_items=1, store_path=args.out)
         stack = open_stack(args.stack)
-    except (ValueError, OSError) as error:  # a bad --out folder or stack: one line, no traceback
+    except (ValueError, OSError) as error:  # a missing or unreadable stack: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        cache = EmbeddingCache(max_items=1, store_path=args.out)
+    except ValueError as error:  # --out is not a cache folder
+        print(f"error: {error}", file=sys.stderr)
+        if hasattr(stack, "close"):
+            stack.close()
         return 2
     predictor = load_predictor(args.model, args.checkpoint, args.device)
     total = len(range(int(stack.shape[0]))[slice(args.start, args.stop)])

@@ -112,10 +112,15 @@ def test_precompute_rewrites_damaged_entries_and_skips_only_verified_ones(tmp_pa
         assert fresh.get(make_key("f", stack[z]))["embedding"][0, 0, 0] == z
 
 
-def test_cli_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):
+def test_cli_refuses_a_folder_that_is_not_a_cache(tmp_path, stack, capsys):
+    import tifffile
+
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("keep")
+    assert main([str(tmp_path / "missing.tif"), "--out", str(tmp_path / "new")]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "new").exists()
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     assert main([str(tmp_path / "stack.tif"), "--out", str(mine)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is not an embedding cache" in err and len(err.splitlines()) == 1
