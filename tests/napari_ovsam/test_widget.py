@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 import torch
@@ -371,3 +372,22 @@ def test_deleting_the_labels_layer_drops_its_names_and_history(viewer, widget, q
     group = widget.commit()  # a new labels layer, from id 1
     assert group.label_ids == (1,) and viewer.layers[_layers.LABELS].data.max() == 1
     assert len(viewer.layers[_layers.NAMES].data) == 1
+
+
+def test_the_users_own_features_edits_survive_a_commit(viewer, widget, qtbot):
+    add_sample(viewer, sample_2d)
+    load_tiny(qtbot, widget)
+    prompt(viewer, box=[[150, 30], [220, 100]])
+    widget.commit()
+    labels = viewer.layers[_layers.LABELS]
+    table = labels.features.copy()
+    table["note"] = ["check this one"]  # a column the user added in napari's features table
+    table.loc[0, "class_name"] = "my cell"  # a value they typed
+    labels.features = table
+    prompt(viewer, box=[[20, 150], [90, 230]])
+    widget.commit()
+    assert list(labels.features["label_id"]) == [1, 2]
+    assert list(labels.features["class_name"])[0] == "my cell"
+    assert labels.features.loc[0, "note"] == "check this one" and pd.isna(labels.features.loc[1, "note"])
+    widget.undo()
+    assert list(labels.features["note"]) == ["check this one"]
