@@ -5,18 +5,16 @@ and L2-normalised, the prompts of a synonym are averaged and the mean renormalis
 ``[K, P, D]``, padding classes with fewer than P synonyms by repeating their synonym 0 (which leaves the max
 over synonyms unchanged).
 
-Cache: one small ``torch.save`` file per (text model fingerprint, templates, synonym) under
-``$OVSAM_CACHE_DIR/text`` (default ``~/.cache/ovsam/text``), written atomically and read with
-``weights_only=True``; editing a vocabulary re-encodes only the new synonyms.
+Cache: one small checksummed safetensors file per (text model fingerprint, templates, synonym) under
+``$OVSAM_CACHE_DIR/text`` (default ``~/.cache/ovsam/text``), written atomically, no pickle; editing a
+vocabulary re-encodes only the new synonyms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +27,7 @@ from torch import nn
 
 from .hub import cache_root
 from .templates import VILD_TEMPLATES, check_templates
+from .tensorfile import read_safetensors, write_safetensors
 from .vocabulary import ClassEntry, Vocabulary, as_vocabulary
 
 __all__ = [
@@ -184,10 +183,11 @@ def _sha256(text: str) -> str:
 
 
 class TextEmbeddingCache:
-    """Per-synonym embeddings on disk: ``root/<model>/<templates hash>/<sha256(synonym)>.pt``.
+    """Per-synonym embeddings on disk: ``root/<model>/<templates hash>/<sha256(synonym)>.safetensors``.
 
-    Each file holds ``{"text": synonym, "embedding": float32 [D]}``; a file that cannot be read, or that
-    belongs to another synonym, counts as a miss and is rewritten.
+    Each file is a checksummed safetensors file (``ovsam_model.tensorfile``, crc32) holding the float32 ``[D]``
+    ``embedding`` with the synonym in its metadata; a file that is damaged, cannot be read, or belongs to
+    another synonym counts as a miss and is rewritten.
     """
 
     def __init__(self, root: str | Path, fingerprint: str, templates: Sequence[str]) -> None:
@@ -196,7 +196,7 @@ class TextEmbeddingCache:
         self.directory = Path(root).expanduser() / f"{slug}-{_sha256(fingerprint)[:8]}" / templates_hash
 
     def path(self, synonym: str) -> Path:
-        return self.directory / f"{_sha256(synonym)[:32]}.pt"
+        return self.directory / f"{_sha256(synonym)[:32]}.safetensors"
 
     def get(self, synonym: str) -> torch.Tensor | None:
         """The cached float32 ``[D]`` embedding of ``synonym``, or None."""
@@ -204,27 +204,20 @@ class TextEmbeddingCache:
         if not path.is_file():
             return None
         try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated or foreign file is a miss, never a crash
-            logger.warning("Ignoring unreadable text-embedding cache file %s: %s", path, error)
+            tensors, metadata = read_safetensors(path)
+        except ValueError as error:  # a truncated or changed file is a miss, never a crash
+            logger.warning("Ignoring a damaged text-embedding cache file (it will be rewritten): %s", error)
             return None
-        if not isinstance(entry, dict) or entry.get("text") != synonym:
+        embedding = tensors.get("embedding")
+        if metadata.get("text") != synonym or embedding is None or embedding.ndim != 1:
             return None
-        embedding = entry.get("embedding")
-        return embedding if isinstance(embedding, torch.Tensor) and embedding.ndim == 1 else None
+        return embedding.float()
 
     def put(self, synonym: str, embedding: torch.Tensor) -> None:
-        """Store a ``[D]`` embedding atomically (temp file + ``os.replace``); I/O errors only warn."""
+        """Store a ``[D]`` embedding atomically (``ovsam_model.tensorfile``); I/O errors only warn."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temp_name = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            try:
-                with os.fdopen(handle, "wb") as file:
-                    torch.save({"text": synonym, "embedding": embedding.detach().float().cpu().clone()}, file)
-                os.replace(temp_name, self.path(synonym))
-            except BaseException:
-                Path(temp_name).unlink(missing_ok=True)
-                raise
+            tensor = embedding.detach().float().cpu().contiguous()
+            write_safetensors(self.path(synonym), {"embedding": tensor}, {"text": synonym}, algorithm="crc32")
         except OSError as error:
             logger.warning("Could not write the text-embedding cache in %s: %s", self.directory, error)
 

@@ -11,6 +11,7 @@ import torch
 
 from ovsam_model.hub import CACHE_ENV as CACHE_DIR_ENV
 from ovsam_model.templates import SIMPLE_TEMPLATES, VILD_TEMPLATES, check_templates
+from ovsam_model.tensorfile import read_safetensors
 from ovsam_model.text import (
     TextEmbeddingCache,
     TextEncoder,
@@ -264,7 +265,7 @@ def test_second_call_hits_the_cache(tiny_text_encoder: TextEncoder, tmp_path: Pa
     vocab = Vocabulary(["nucleus, cell nucleus", "rod", "ring"])
     first = encode_vocabulary(vocab, tiny_text_encoder, cache_dir=tmp_path)
     assert counts["calls"] > 0 and counts["prompts"] >= 4 * len(VILD_TEMPLATES)
-    assert len(list(tmp_path.rglob("*.pt"))) == 4 and not list(tmp_path.rglob("*.tmp"))
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 4 and not list(tmp_path.rglob("*.tmp"))
     counts.update(calls=0, prompts=0)
     second = encode_vocabulary(vocab, tiny_text_encoder, cache_dir=tmp_path)
     assert counts["calls"] == 0 and torch.equal(first, second)
@@ -296,8 +297,15 @@ def test_default_cache_dir_and_unreadable_files(
     expected = encode_vocabulary(["nucleus"], tiny_text_encoder)
     cache = TextEmbeddingCache(tmp_path / "text", tiny_text_encoder.fingerprint, VILD_TEMPLATES)
     assert cache.path("nucleus").is_file()
-    entry = torch.load(cache.path("nucleus"), weights_only=True)
-    assert entry["text"] == "nucleus" and entry["embedding"].shape == (32,)
-    cache.path("nucleus").write_bytes(b"not a torch file")
+    tensors, metadata = read_safetensors(cache.path("nucleus"))
+    assert metadata["text"] == "nucleus" and tensors["embedding"].shape == (32,) and "crc32" in metadata
+    cache.path("nucleus").write_bytes(b"not a safetensors file")
     torch.testing.assert_close(encode_vocabulary(["nucleus"], tiny_text_encoder), expected)
-    assert cache.get("nucleus") is not None  # rewritten
+    rewritten = cache.get("nucleus")
+    assert rewritten is not None
+    torch.testing.assert_close(rewritten, expected[0, 0])
+    data = bytearray(cache.path("nucleus").read_bytes())
+    data[-3] ^= 0xFF  # a flipped byte in the embedding: detected, a miss, recomputed
+    cache.path("nucleus").write_bytes(bytes(data))
+    assert cache.get("nucleus") is None
+    torch.testing.assert_close(encode_vocabulary(["nucleus"], tiny_text_encoder), expected)
