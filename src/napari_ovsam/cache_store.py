@@ -80,9 +80,13 @@ class CacheStore:
         if marker.is_file():
             self._check_marker(marker)
             return
-        others = (
-            [p.name for p in root.iterdir() if not p.name.startswith(f".{MARKER}.")] if root.is_dir() else []
-        )
+        try:
+            names = [p.name for p in root.iterdir()] if root.is_dir() else []
+        except OSError as error:
+            raise ValueError(
+                f"{root} cannot be read ({error.strerror or error}); choose another folder."
+            ) from None
+        others = [name for name in names if not name.startswith(f".{MARKER}.")]  # another process's marker
         if others and not _is_zarr_cache(root):
             raise ValueError(
                 f"{root} is not an embedding cache (it has no {MARKER}) and is not empty (it holds "
