@@ -24,7 +24,6 @@ import json
 import os
 import uuid
 import warnings
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
+
+from ovsam_model.tensorfile import checksum as tensor_checksum
 
 MARKER = "napari-ovsam-cache.json"
 CACHE_FORMAT = "napari-ovsam embedding cache"
@@ -274,17 +275,9 @@ def decode_entry(data: bytes, key: Key) -> dict[str, Any]:
 
 
 def checksum(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> str:
-    """CRC-32 (hex) over the metadata (sorted, without the checksum) and every array's name, dtype, shape and
-    bytes, in name order: the layout of ``ovsam_model.checkpoint``'s checksums, with CRC-32 instead of SHA-256
-    because it runs at memory speed (an entry is verified on every read) and catches any changed byte."""
-    value = zlib.crc32(
-        json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode()
-    )
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
-        value = zlib.crc32(json.dumps([name, array.dtype.str, list(array.shape)]).encode(), value)
-        value = zlib.crc32(array.reshape(-1).view(np.uint8).data, value)
-    return f"{value:08x}"
+    """The CRC-32 of ``ovsam_model.tensorfile`` over the metadata and every array (an entry is verified on
+    every read: CRC-32 runs at memory speed and catches any changed byte)."""
+    return tensor_checksum(tensors, metadata, CHECKSUM_KEY)
 
 
 def _metadata(data: bytes) -> dict[str, Any]:
