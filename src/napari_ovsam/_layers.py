@@ -20,8 +20,8 @@ import numpy as np
 import zarr
 from napari.layers import Image, Labels, Points, Shapes
 
+from .frames import current_slice, empty_prompt_data
 from .painting import mask_bbox
-from .prompts import current_slice, empty_prompt_data
 from .results import ObjectResults
 from .targets import LabelsTarget
 

@@ -1,18 +1,15 @@
-"""The plugin's prompts: the napari (row, col) <-> model (x, y) boundary, slicing, boxes, clipping, grouping."""
+"""The plugin's prompts and layer frames: (row, col) <-> (x, y), slicing, boxes, clipping, grouping."""
 
 import numpy as np
 import pytest
 
+from napari_ovsam.frames import current_slice, empty_prompt_data, on_slice, rowcol_to_xy
 from napari_ovsam.prompts import (
     ObjectPrompt,
     batch_prompts,
     box_to_shape_vertices,
     clip_prompts_to_image,
     collect_prompts,
-    current_slice,
-    empty_prompt_data,
-    on_slice,
-    rowcol_to_xy,
     shapes_to_boxes,
 )
 

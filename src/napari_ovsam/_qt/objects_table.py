@@ -43,7 +43,7 @@ class ObjectsTable(QTableWidget):
         self.itemSelectionChanged.connect(self._on_selection)
 
     def show_features(self, features: pd.DataFrame) -> None:
-        """Refill the table from a features table (see ``napari_ovsam.labels``)."""
+        """Refill the table from a features table (see ``napari_ovsam.features``)."""
         self.blockSignals(True)
         try:
             self.setRowCount(len(features))
