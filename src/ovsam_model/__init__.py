@@ -8,8 +8,9 @@ predictor.set_vocabulary(["nucleus", "rod", "ring", "cluster"])
 result = predictor.predict(boxes=[x0, y0, x1, y1])
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_getattr
 
 __version__ = "0.1.0"  # the one version string: pyproject.toml reads it, napari_ovsam re-exports it
 
@@ -18,7 +19,7 @@ __version__ = "0.1.0"  # the one version string: pyproject.toml reads it, napari
 _EXPORTS = {
     "OVSAMConfig": "config",
     "OVSAMPredictor": "predictor",
-    "Prediction": "predictor",
+    "Prediction": "prediction",
     "Vocabulary": "vocabulary",
     "build_ovsam": "build",
     "list_models": "config",
@@ -39,11 +40,8 @@ __all__ = [
 if TYPE_CHECKING:
     from .build import build_ovsam
     from .config import OVSAMConfig, list_models, load_config
-    from .predictor import OVSAMPredictor, Prediction
+    from .prediction import Prediction
+    from .predictor import OVSAMPredictor
     from .vocabulary import Vocabulary, list_presets
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'ovsam_model' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

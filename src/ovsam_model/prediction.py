@@ -54,6 +54,13 @@ class TorchPrediction:
     probabilities: torch.Tensor
 
 
+def check_top_k(top_k: object) -> int:
+    """``top_k`` (alternatives per object) as a whole number >= 1, else a ValueError; it is capped at K later."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1 (alternatives per object), got {top_k!r}.")
+    return int(top_k)
+
+
 def to_prediction(
     masks: np.ndarray,
     iou: torch.Tensor,

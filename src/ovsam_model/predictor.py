@@ -19,7 +19,7 @@ from .device import release_freed_memory
 from .image import to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
 from .postprocess import clip_masks_to_boxes, keep_prompted_components
-from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, TorchPrediction, to_prediction
+from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, TorchPrediction, check_top_k, to_prediction
 from .prompts import PromptSet, normalize_prompts
 from .text import vocabulary_embeddings
 from .vocabulary import Vocabulary
@@ -241,8 +241,7 @@ class OVSAMPredictor:
         features = self._require_image()
         vocabulary = self._require_vocabulary()
         assert self.original_size is not None and self.input_size is not None
-        if not (_is_int(top_k) and top_k >= 1):
-            raise ValueError(f"top_k must be a whole number >= 1 (alternatives per object), got {top_k!r}.")
+        top_k = check_top_k(top_k)
         prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
         torch_prompts = prompts.to_input_frame(self.original_size, self.input_size, self.device)
         # Chunk by chunk, so that only the bool masks and a float16 copy of the low-resolution logits are

@@ -208,3 +208,30 @@ def test_text_vocabulary_is_one_class_per_line(ready) -> None:
     assert ready.vocabulary.synonyms == [["cat"], ["dog", "puppy"]]
     assert as_vocabulary(np.array(["a", "b"])).names == ["a", "b"]
     assert as_vocabulary(("x",)) == Vocabulary(["x"])
+
+
+BASELINE_CASES = [
+    c for c in PREDICTOR_CASES if c[0].startswith(("box", "label", "point", "top_k", "vocabulary"))
+]
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    from ovsam_model.baselines import build_baseline
+
+    model = build_baseline(
+        "image_crop", sam="tiny", clip_model="ovsam-tiny-RN", clip_pretrained="none", device="cpu"
+    )
+    model.set_image(IMAGE)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("call", "message"), [c[1:] for c in BASELINE_CASES], ids=[c[0] for c in BASELINE_CASES]
+)
+def test_baselines_refuse_the_same_bad_input(baseline, call, message) -> None:
+    """The baselines share the predictor's interface, and so its checks and messages."""
+    baseline.set_vocabulary(["nucleus", "rod"])
+    with pytest.raises(ValueError) as error:
+        call(baseline)
+    assert message in str(error.value)

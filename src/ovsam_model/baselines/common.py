@@ -17,7 +17,7 @@ from torch import nn
 from ..image import to_model_rgb
 from ..modeling.clip2sam import class_logits, masks_to_boxes
 from ..postprocess import clip_masks_to_boxes, keep_prompted_components
-from ..prediction import NO_IMAGE, NO_VOCABULARY, Prediction, to_prediction
+from ..prediction import NO_IMAGE, NO_VOCABULARY, Prediction, check_top_k, to_prediction
 from ..prompts import NumpyPrompts, PromptSet, normalize_prompts
 from ..text import TextEncoder, vocabulary_embeddings
 from ..vocabulary import Vocabulary
@@ -162,6 +162,7 @@ class SamClipBaseline:
         """Segment (SAM) and name (CLIP) N objects; arguments and result as ``OVSAMPredictor.predict``."""
         self._require_image()
         vocabulary = self._require_vocabulary()
+        top_k = check_top_k(top_k)
         assert self.original_size is not None and self.input_size is not None
         assert self.text_embeddings is not None
         prompts = normalize_prompts(points, point_labels, boxes, self.original_size)

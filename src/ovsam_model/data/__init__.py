@@ -6,8 +6,9 @@ light submodule (``ovsam_model.data.splits``, e.g. for a vocabulary preset) does
 pycocotools.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 _EXPORTS = {
     "OVCOCO_BASE": "splits",
@@ -49,8 +50,4 @@ if TYPE_CHECKING:
     from .splits import OVCOCO_BASE, OVCOCO_EXCLUDED, OVCOCO_NOVEL, lvis_split
     from .stacks import Stack, iter_slices, load_image, open_stack
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'ovsam_model.data' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
