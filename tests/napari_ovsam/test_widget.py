@@ -203,15 +203,15 @@ def test_export_reimport_and_image_switch(viewer, widget, qtbot, tmp_path):
     np.testing.assert_array_equal(reread.data, labels.data)
     assert list(reread.features["class_name"]) == list(labels.features["class_name"])
 
-    widget._image_panel._image.setCurrentText(
-        other.name
-    )  # another image gets its own labels; the first keeps its own
+    image.name = "renamed"  # the image keeps its labels layer
+    assert widget._image_panel._image.currentText() == "renamed" and widget._labels.ensure() is labels
+    widget._image_panel._image.setCurrentText(other.name)  # another image gets its own labels
     idle(qtbot, widget)
     assert widget._labels.layer.name == f"{_layers.LABELS} [blank]" and labels.data.any()
     widget._model_panel._model.setCurrentText("tiny")
     widget.load_model()  # switching the model keeps the labels too
     idle(qtbot, widget)
-    widget._image_panel._image.setCurrentText(image.name)
+    widget._image_panel._image.setCurrentText("renamed")
     assert widget._labels.layer is labels and labels.data.any()
     widget.undo()  # the history came back with the image
     assert not labels.data.any()

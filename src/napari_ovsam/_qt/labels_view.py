@@ -50,6 +50,7 @@ class LabelsView:
         self._viewer, self._session, self._status = viewer, session, status
         self._image, self._store_dir, self._undo, self._is_open = image, store_dir, undo, is_open
         self._layer: Any = None
+        self._by_image: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # image -> labels
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._paints_since_commit = 0
         self._table = ObjectsTable()
@@ -75,8 +76,8 @@ class LabelsView:
         if image is None:
             self._status.set_status("Add or choose an image layer first.")
             return None
-        layer = self.layer
-        if layer is None or layer.metadata.get("ovsam", {}).get("image_name") != image.name:
+        layer = self._by_image.get(image)  # the same layer after the image is renamed
+        if layer is None or layer not in self._viewer.layers:
             layer = _layers.labels_layer_for(self._viewer, image)
             if layer is None:
                 vocabulary = self._session.vocabulary
@@ -85,7 +86,8 @@ class LabelsView:
                 layer = _layers.add_labels_layer(self._viewer, image, data, names)
             if layer not in self._hooked:
                 self._hook(layer)
-            self._layer = layer
+            self._by_image[image] = layer
+        self._layer = layer
         self._session.attach_labels(layer.data, layer.features)
         self.show(refresh=False)
         return layer

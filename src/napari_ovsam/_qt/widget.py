@@ -96,9 +96,12 @@ class OVSAMWidget(QWidget):
         layout.addWidget(self._model_panel)
         layout.addWidget(self._image_panel)
         self._tabs = QTabWidget()
-        self._tabs.addTab(self._annotate, "Annotate")
-        self._tabs.addTab(self._vocabulary, "Vocabulary")
-        self._tabs.addTab(self._stack, "Stack")
+        for panel, title in (
+            (self._annotate, "Annotate"),
+            (self._vocabulary, "Vocabulary"),
+            (self._stack, "Stack"),
+        ):
+            self._tabs.addTab(panel, title)
         layout.addWidget(self._tabs, stretch=1)
         layout.addWidget(self._status_panel)
 
