@@ -177,6 +177,37 @@ def test_load_detections_sorts_filters_and_validates(tmp_path):
         load_detections([{"image_id": 1, "bbox": [0, 0, 1], "score": 1.0}])
 
 
+@pytest.mark.parametrize(
+    ("detection", "message"),
+    [
+        ({"image_id": 1, "bbox": [float("nan"), 0, 1, 1], "score": 1.0}, "finite"),
+        ({"image_id": 1, "bbox": [0, 0, float("inf"), 1], "score": 1.0}, "finite"),
+        ({"image_id": 1, "bbox": [0, 0, 1, 1], "score": float("nan")}, "finite score"),
+        ({"image_id": 1, "bbox": [0, 0, -1, 1], "score": 1.0}, "w, h >= 0"),
+        ({"image_id": "one", "bbox": [0, 0, 1, 1], "score": 1.0}, "'image_id' must be an integer"),
+        ({"image_id": -3, "bbox": [0, 0, 1, 1], "score": 1.0}, "'image_id' must be in"),
+        ({"image_id": 1, "bbox": "0 0 1 1", "score": 1.0}, "entry 0"),
+        ({"image_id": 1, "bbox": [0, 0, 1, 1], "score": "high"}, "entry 0"),
+        ([1, 2, 3], "needs 'image_id'"),
+    ],
+    ids=[
+        "nan-x",
+        "inf-w",
+        "nan-score",
+        "negative-w",
+        "text-id",
+        "negative-id",
+        "text-bbox",
+        "text-score",
+        "list",
+    ],
+)
+def test_malformed_detections_name_the_entry(detection, message):
+    with pytest.raises(ValueError) as error:
+        load_detections([detection])
+    assert message in str(error.value) and "entry 0" in str(error.value)
+
+
 def test_detection_boxes_are_xyxy_clipped_to_the_image():
     boxes, scores = detection_boxes(
         [

@@ -31,6 +31,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
+from ..data.coco_checks import check_id
+
 SCORE_MODES = ("detector", "detector_x_class")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 LVIS_FREQUENCIES = {"r": "APr", "c": "APc", "f": "APf"}
@@ -61,18 +63,34 @@ def load_detections(
         )
     out: dict[int, list[dict[str, Any]]] = {}
     for i, det in enumerate(entries):
-        if not isinstance(det, Mapping) or any(k not in det for k in ("image_id", "bbox", "score")):
-            raise ValueError(f"{where}: entry {i} needs 'image_id', 'bbox' [x, y, w, h] and 'score'.")
-        if len(det["bbox"]) != 4:
-            raise ValueError(f"{where}: entry {i} has bbox {det['bbox']}; expected [x, y, w, h].")
-        if float(det["score"]) >= score_threshold:
-            box = [float(v) for v in det["bbox"]]
-            out.setdefault(int(det["image_id"]), []).append({"bbox": box, "score": float(det["score"])})
+        image_id, box, score = _check_detection(det, f"{where}: entry {i}")
+        if score >= score_threshold:
+            out.setdefault(image_id, []).append({"bbox": box, "score": score})
     for dets in out.values():
         dets.sort(key=lambda d: -d["score"])
         if max_per_image is not None:
             del dets[max_per_image:]
     return out
+
+
+def _check_detection(det: Any, where: str) -> tuple[int, list[float], float]:
+    """(image_id, [x, y, w, h], score) of one detection, or a ValueError saying what is wrong with it."""
+    if not isinstance(det, Mapping) or any(k not in det for k in ("image_id", "bbox", "score")):
+        raise ValueError(f"{where} needs 'image_id', 'bbox' [x, y, w, h] and 'score'.")
+    try:
+        image_id = check_id(det["image_id"], "'image_id'")
+        box = [float(v) for v in det["bbox"]]
+        score = float(det["score"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{where}: {error}; expected an integer image_id, bbox [x, y, w, h] and a score."
+        ) from None
+    if len(box) != 4 or not np.isfinite([*box, score]).all() or box[2] < 0 or box[3] < 0:
+        raise ValueError(
+            f"{where} has bbox {det['bbox']} and score {det['score']}; expected finite [x, y, w, h] with w, h >= 0 "
+            "and a finite score."
+        )
+    return image_id, box, score
 
 
 def detection_boxes(
