@@ -18,6 +18,7 @@ import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,3 +145,72 @@ def is_safetensors(path: PathLike) -> bool:
         return False
     (header_size,) = struct.unpack("<Q", head[:8])
     return header_size <= min(size - 8, _HEADER_LIMIT)
+
+
+# ------------------------------------------------------------------------------------- nested states
+# A nested state (dicts with str/int keys, lists, tuples, tensors, numbers, strings, None: an optimiser's
+# state_dict, RNG states) is stored as its tensors plus a JSON skeleton in the metadata entry ``state``. In the
+# skeleton every JSON object is one of three markers, so decoding is unambiguous.
+_TENSOR, _DICT, _TUPLE = "__tensor__", "__dict__", "__tuple__"
+_KEY_TYPES = (str, int, float, bool, type(None))
+
+
+def _flatten(value: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = value
+        return {_TENSOR: name}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, _KEY_TYPES)]
+        if bad:
+            raise ValueError(f"{where}: dict key {bad[0]!r} is not a string or number.")
+        return {_DICT: [[k, _flatten(v, tensors, f"{where}[{k!r}]")] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {_TUPLE: [_flatten(v, tensors, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_flatten(v, tensors, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(
+        f"{where}: a {type(value).__name__} cannot be stored (tensors, numbers, text, lists, dicts)."
+    )
+
+
+def _unflatten(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_unflatten(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if _TENSOR in value:
+        return tensors[value[_TENSOR]]
+    if _TUPLE in value:
+        return tuple(_unflatten(v, tensors) for v in value[_TUPLE])
+    return {k: _unflatten(v, tensors) for k, v in value[_DICT]}
+
+
+def write_state(path: PathLike, state: Any, *, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a nested state (see above) as a checksummed safetensors file, atomically. Returns the path."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = json.dumps(_flatten(state, tensors, "state"))
+    seen: set[int] = set()
+    for name, tensor in tensors.items():  # safetensors refuses tensors that share memory: copy repeats
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
+        if pointer in seen:
+            tensors[name] = tensor.clone()
+        seen.add(pointer)
+    return write_safetensors(path, tensors, {**(metadata or {}), "state": skeleton})
+
+
+def read_state(path: PathLike) -> tuple[Any, dict[str, str]]:
+    """(nested state, other metadata) of a file from ``write_state``; ``ValueError`` if it is damaged or
+    holds no state."""
+    tensors, metadata = read_safetensors(path)
+    if "state" not in metadata:
+        raise ValueError(f"{path} holds no nested state (it was not written by write_state).")
+    try:
+        state = _unflatten(json.loads(metadata.pop("state")), tensors)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} has a damaged state skeleton ({error}).") from None
+    return state, metadata

@@ -1,6 +1,6 @@
 """The training loop shared by the stages: optimiser, schedule, AMP, DDP, exact resume, interrupts, logs.
 
-Resuming is exact: the resume state (``last.pt``) holds the trainable weights, optimiser, scheduler, gradient
+Resuming is exact: the resume state (``last.safetensors``) holds the trainable weights, optimiser, scheduler, gradient
 scaler, RNG states and the position in the epoch; the data order of an epoch depends only on (seed, epoch)
 (``ResumableSampler``) and the dataset's augmentation on (seed, epoch, index), so a run interrupted after step
 k and resumed takes the same steps as one that never stopped.
@@ -30,6 +30,8 @@ from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from ..modeling.ovsam import OVSAM
+from ..tensorfile import is_safetensors, read_state, write_state
+from .outputs import RESUME_STATE
 
 NO_DECAY_KEYS = ("norm", "pos_embed", "level_encoding", "rel_pos", "token", "bias")
 
@@ -206,10 +208,14 @@ class LoopState:
 
 
 def read_resume_state(path: Path) -> dict[str, Any]:
-    """The resume state written by ``Trainer.save_resume`` (a torch file: optimiser states are nested dicts
-    of tensors; read with ``weights_only=True``, so nothing in it can run code)."""
+    """The resume state written by ``Trainer.save_resume``: a checksummed safetensors file
+    (``ovsam_model.tensorfile.write_state``: no pickle); an older run's torch file is read with
+    ``weights_only=True``, so nothing in it can run code."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if is_safetensors(path):
+            payload, _ = read_state(path)
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"--resume: cannot read the resume state {path} ({error}).") from error
     if not isinstance(payload, dict) or not {"weights", "optimizer", "step", "epoch"} <= set(payload):
@@ -220,8 +226,8 @@ def read_resume_state(path: Path) -> dict[str, Any]:
 class Trainer:
     """Runs ``loss_fn`` over batches with AdamW, a schedule, gradient clipping, AMP and DDP.
 
-    Writes ``metrics.jsonl`` (one JSON object per logged step / validation) and ``last.pt`` (the resume state,
-    see ``save_resume``) to ``output_dir`` on rank 0: at epoch ends, every ``save_every_steps`` steps
+    Writes ``metrics.jsonl`` (one JSON object per logged step / validation) and ``last.safetensors`` (the
+    resume state, see ``save_resume``) to ``output_dir`` on rank 0: at epoch ends, every ``save_every_steps`` steps
     (0: never mid-epoch) and when the run is interrupted.
     """
 
@@ -267,8 +273,9 @@ class Trainer:
         return {n: p.detach().clone() for n, p in self.named_params}
 
     def save_resume(self) -> None:
-        """Write ``last.pt`` atomically: trainable weights, the trunk's and adapter's buffers (BN statistics),
-        optimiser, scheduler, gradient scaler, the loop position, RNG states and the run's options (JSON)."""
+        """Write the resume state (``last.safetensors``, no pickle) atomically: trainable weights, the trunk's
+        and adapter's buffers (BN statistics), optimiser, scheduler, gradient scaler, the loop position, RNG
+        states and the run's options (JSON)."""
         if not is_main(self.rank):
             return
         payload = {
@@ -283,9 +290,7 @@ class Trainer:
             "rng": rng_state(),
             "options": json.dumps(self.options),
         }
-        tmp = self.output_dir / "last.pt.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, self.output_dir / "last.pt")
+        write_state(self.output_dir / RESUME_STATE, payload)
 
     def restore(self, payload: dict[str, Any], where: Path) -> None:
         """Continue from a resume state (``read_resume_state``) exactly where it was saved."""

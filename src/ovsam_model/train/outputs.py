@@ -1,7 +1,7 @@
 """The output folder of a training run: what a run writes there, and the rules for reusing the folder.
 
 A run writes only ``RUN_OUTPUTS``: the marker ``ovsam_run.json`` (the run's options; it says the folder is a
-run's output), ``metrics.jsonl``, the resume state ``last.pt`` and the final model ``model.safetensors``
+run's output), ``metrics.jsonl``, the resume state ``last.safetensors`` and the final model ``model.safetensors``
 (and, during atomic writes, their temporary ``*.tmp`` siblings). ``--overwrite`` removes exactly those, and
 only in a folder that is a run's output (it has the marker, or holds nothing but run outputs): a folder with
 the user's own files and no marker, e.g. ``--output-dir .``, is refused. Like the synthetic-data generator
@@ -17,14 +17,22 @@ from typing import Any
 
 MARKER = "ovsam_run.json"
 METRICS = "metrics.jsonl"
-RESUME_STATE = "last.pt"
+RESUME_STATE = "last.safetensors"
 MODEL_FILE = "model.safetensors"
+LEGACY_RESUME_STATE = "last.pt"  # the resume state of runs before it was a safetensors file
 LEGACY_MODEL_FILE = "model.pt"  # the final model of runs before checkpoint format 2
-RUN_OUTPUTS = (MARKER, METRICS, RESUME_STATE, MODEL_FILE, LEGACY_MODEL_FILE)
+RUN_OUTPUTS = (MARKER, METRICS, RESUME_STATE, MODEL_FILE, LEGACY_RESUME_STATE, LEGACY_MODEL_FILE)
+
+
+def resume_state_path(path: Path) -> Path:
+    """The resume state to continue from in a run folder: ``last.safetensors``, else an older run's
+    ``last.pt``; the first when neither exists."""
+    legacy = path / LEGACY_RESUME_STATE
+    return legacy if legacy.is_file() and not (path / RESUME_STATE).is_file() else path / RESUME_STATE
 
 
 def _is_temporary_output(name: str) -> bool:
-    """Temporary files of the atomic writes of run outputs (``last.pt.tmp``, ``.model.safetensors.123.tmp``)."""
+    """Temporary files of the atomic writes of run outputs (``.last.safetensors.x1y2.tmp``, ``last.pt.tmp``)."""
     return name.endswith(".tmp") and any(output in name for output in RUN_OUTPUTS)
 
 
@@ -46,7 +54,7 @@ def check_output_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
     if path.exists() and not path.is_dir():
         raise ValueError(f"--output-dir {path} is a file, not a folder.")
     if resume:
-        if not (path / RESUME_STATE).is_file():
+        if not resume_state_path(path).is_file():
             raise ValueError(f"--resume: there is no {path / RESUME_STATE} to continue from.")
         return
     if not path.exists() or not any(path.iterdir()):

@@ -40,6 +40,7 @@ from .outputs import (
     RESUME_STATE,
     check_output_dir,
     clear_run_outputs,
+    resume_state_path,
     trim_metrics,
     write_marker,
 )
@@ -199,7 +200,7 @@ def _setup(
     """Check everything and build the run; nothing is written yet."""
     output = Path(config.run.output_dir)
     check_output_dir(output, overwrite=config.run.overwrite, resume=config.run.resume)
-    payload = read_resume_state(output / RESUME_STATE) if config.run.resume else None
+    payload = read_resume_state(resume_state_path(output)) if config.run.resume else None
     if payload is not None:
         _check_resume(payload, config, output / RESUME_STATE)
     model = build_model(config, device)

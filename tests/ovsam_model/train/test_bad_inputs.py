@@ -122,6 +122,6 @@ def test_overwrite_replaces_only_what_a_run_wrote(train_data, tmp_path, base_arg
         "my_notes.txt",
         "ovsam_run.json",
         "metrics.jsonl",
-        "last.pt",
+        "last.safetensors",
         "model.safetensors",
     }

@@ -13,6 +13,7 @@ import torch
 
 from ovsam_model.checkpoint import read_own_checkpoint
 from ovsam_model.config import CONFIG_DIR
+from ovsam_model.tensorfile import read_state
 from ovsam_model.train import cli, run
 from ovsam_model.train.cli import main, parse_config
 
@@ -72,10 +73,10 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(train_data, tmp_path, base_a
     args = base_args(train_data, out, "--stage", "clip2sam", *EPOCHS)
     with pytest.raises(KeyboardInterrupt):
         run.train(parse_config(args), on_step=_stop_at(3, _sigint))
-    state = torch.load(out / "last.pt", weights_only=True)
+    state, _ = read_state(out / "last.safetensors")  # no pickle: tensors and a JSON skeleton
     assert (state["step"], state["epoch"], state["epoch_step"]) == (3, 0, 3)  # mid-epoch, not the epoch end
     assert not (out / "model.safetensors").exists()
-    assert _rows(out)[-1] == {"event": "interrupted", "step": 3, "epoch": 0, "resume": "last.pt"}
+    assert _rows(out)[-1] == {"event": "interrupted", "step": 3, "epoch": 0, "resume": "last.safetensors"}
     main([*args, "--resume"])
     _assert_same_run(out, uninterrupted)
     assert [r["resumed_at"] for r in _rows(out) if r.get("event") == "start"] == [0, 3]
@@ -88,7 +89,7 @@ def test_a_crash_resumes_from_the_last_periodic_save_without_repeated_rows(
     args = base_args(train_data, out, "--stage", "clip2sam", *EPOCHS, "--save-every-steps", "2")
     with pytest.raises(_Crash):
         run.train(parse_config(args), on_step=_stop_at(7, _crash))
-    assert torch.load(out / "last.pt", weights_only=True)["step"] == 6
+    assert read_state(out / "last.safetensors")[0]["step"] == 6
     assert [s for s, _ in _steps(out)] == list(range(1, 8))  # step 7 was logged, but not saved
     main([*args, "--resume"])
     _assert_same_run(out, uninterrupted)  # step 7's first row was dropped, the redone step logged once
@@ -102,7 +103,7 @@ def test_ctrl_c_through_the_cli_exits_130_and_says_how_to_resume(
     with pytest.raises(SystemExit) as info:
         main(base_args(train_data, out, "--stage", "clip2sam", "--max-steps", "3"))
     assert info.value.code == 130
-    assert f"{out}/last.pt; continue with --resume" in capsys.readouterr().err
+    assert f"{out}/last.safetensors; continue with --resume" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
 
 
@@ -142,3 +143,27 @@ def test_resume_may_extend_the_run(train_data, tmp_path, base_args) -> None:
         base_args(train_data, out, "--stage", "clip2sam", "--max-steps", "3", "--log-every", "1", "--resume")
     )
     assert [s for s, _ in _steps(out)] == [1, 2, 3]
+
+
+def test_an_older_runs_torch_resume_state_still_resumes(train_data, tmp_path, base_args) -> None:
+    """Runs from before the safetensors resume state wrote last.pt (a torch file): --resume reads it."""
+    out = tmp_path / "run"
+    main(base_args(train_data, out, "--stage", "clip2sam", "--epochs", "1"))
+    state, _ = read_state(out / "last.safetensors")
+    torch.save(state, out / "last.pt")
+    (out / "last.safetensors").unlink()
+    main(base_args(train_data, out, "--stage", "clip2sam", "--epochs", "2", "--resume"))
+    starts = [r for r in _rows(out) if r.get("event") == "start"]
+    assert starts[-1]["resumed_at"] == state["step"] and (out / "last.safetensors").is_file()
+
+
+def test_a_damaged_resume_state_is_refused_with_a_message(train_data, tmp_path, base_args, capsys) -> None:
+    out = tmp_path / "run"
+    main(base_args(train_data, out, "--stage", "clip2sam", "--max-steps", "1"))
+    data = bytearray((out / "last.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (out / "last.safetensors").write_bytes(bytes(data))
+    with pytest.raises(SystemExit) as info:
+        main(base_args(train_data, out, "--stage", "clip2sam", "--max-steps", "2", "--resume"))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "checksum does not match" in err and "Traceback" not in err

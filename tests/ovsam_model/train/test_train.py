@@ -65,7 +65,7 @@ def test_clip2sam_trains_only_its_parts_and_writes_a_checkpoint(train_data, tmp_
 def test_resume_continues_instead_of_restarting(train_data, tmp_path, base_args):
     out = tmp_path / "run"
     main(base_args(train_data, out, "--stage", "clip2sam", "--epochs", "1"))
-    assert (out / "last.pt").is_file()
+    assert (out / "last.safetensors").is_file()
     main(base_args(train_data, out, "--stage", "clip2sam", "--epochs", "2", "--resume"))
     records = _metrics(out)
     starts = [r for r in records if r.get("event") == "start"]
@@ -84,7 +84,7 @@ def test_existing_output_dir_is_never_overwritten_silently(train_data, tmp_path,
     assert (out / "keep.txt").read_text() == "user data"
     with pytest.raises(SystemExit):
         main(base_args(train_data, tmp_path / "fresh", "--stage", "clip2sam", "--resume"))
-    assert "last.pt" in capsys.readouterr().err
+    assert "last.safetensors" in capsys.readouterr().err
 
 
 def test_sam2clip_distils_the_adapter_with_a_teacher_cache(train_data, tmp_path):
