@@ -1,4 +1,6 @@
-"""The import graph of both packages has no cycles, counting function-local and type-only imports too.
+"""The import graph of both packages: no cycles (function-local and type-only imports counted too), and the
+boundaries of STYLE.md: ``ovsam_model`` never imports napari, Qt or the plugin; in the plugin, Qt only under
+``napari_ovsam/_qt``.
 
 Every ``import`` and ``from ... import`` in every module (at any depth, ``if TYPE_CHECKING:`` blocks
 included: two modules that need each other's types are one concept split in two) is an edge from the module to
@@ -37,27 +39,30 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
+def imported_names(name: str, path: Path) -> list[str]:
+    """Every module ``path`` (module ``name``) imports anywhere in its body, as absolute dotted names
+    (``from a import b`` gives ``a`` and ``a.b``)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = _modules()
-    graph: dict[str, set[str]] = {name: set() for name in modules}
+    graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(tree):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")
-                    anchor = anchor[: len(anchor) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-            for target in targets:
-                resolved = _resolve(target, modules)
-                if resolved is not None and resolved != name:
-                    graph[name].add(resolved)
+        resolved = (_resolve(target, modules) for target in imported_names(name, path))
+        graph[name] = {target for target in resolved if target is not None and target != name}
     return graph
 
 
@@ -119,3 +124,30 @@ def test_no_import_cycles() -> None:
     cycles = _cycles(graph)
     if cycles:
         pytest.fail("Import cycles: " + "; ".join(" <-> ".join(c) for c in cycles))
+
+
+QT_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari.qt", "napari._qt", "magicgui")
+
+
+def _offenders(
+    package: str, forbidden: tuple[str, ...], allowed_dir: str | None = None
+) -> dict[str, list[str]]:
+    found = {}
+    for name, path in _modules().items():
+        if not name.startswith(package) or (allowed_dir and allowed_dir in path.relative_to(SRC).parts):
+            continue
+        bad = sorted(
+            {m for m in imported_names(name, path) if m.split(".")[0] in forbidden or m.startswith(forbidden)}
+        )
+        if bad:
+            found[name] = bad
+    return found
+
+
+def test_the_model_package_never_imports_napari_qt_or_the_plugin() -> None:
+    assert _offenders("ovsam_model", ("napari", "napari_ovsam", *QT_MODULES)) == {}
+
+
+def test_qt_only_under_the_plugins_qt_package() -> None:
+    assert _offenders("napari_ovsam", QT_MODULES, allowed_dir="_qt") == {}
+    assert "napari_ovsam._qt.widget" in _modules()
