@@ -13,8 +13,8 @@ Shapes setter, which adds napari's own handling of the drawn rectangle, is print
 
 The live path runs inside the layer's data event (so napari draws the prompt and its preview in one frame);
 an identical second event (napari sends a data and a features event per edit) is recognised and skipped. The
-widget's steps are timed by wrapping instance attributes (the plugin code is not changed): ``widget.segment``,
-``session.segment`` and ``_layers.show_preview``.
+widget's steps are timed by wrapping instance attributes (the plugin code is not changed): the annotate panel's
+``segment`` (``widget._annotate.segment``), ``session.segment`` and ``_layers.show_preview``.
 
 The bare side is ``predictor.predict(boxes=..., multimask_output=False, top_k=5)`` for the same box on the
 same predictor with the same embedding set (what the session calls under the hood); the session's Qt-free

@@ -2,7 +2,7 @@
 
 Each writer has npe2's single-layer signature ``(path, data, attributes) -> list[str]``: ``data`` is the
 Labels layer's array (a multiscale list is written at full resolution) and ``attributes`` the layer state, of
-which ``features`` (the per-label table, see :mod:`napari_ovsam.labels`), ``metadata['ovsam']``
+which ``features`` (the per-label table, see :mod:`napari_ovsam.features`), ``metadata['ovsam']``
 (``vocabulary`` entries and ``image_name``) and ``name`` are read.
 
 Writes are atomic: the file (or zarr directory) is written under a temporary name in the destination folder

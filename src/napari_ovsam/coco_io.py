@@ -53,7 +53,7 @@ def labels_to_coco(
     Args:
         labels: (H, W) or (..., H, W) integer array; lazy arrays (zarr, dask) are read one slice at a time.
         features: table with ``label_id`` (or napari's ``index``), ``class_name``, ``score``, ``iou`` (see
-            :mod:`napari_ovsam.labels`); labels without a row get class ``unknown``.
+            :mod:`napari_ovsam.features`); labels without a row get class ``unknown``.
         vocabulary_names: class names, category ids 1..K in this order.
         image_name: ``file_name`` of the image entries.
         vocabulary: the full vocabulary entries (with synonyms) to keep in the ``ovsam`` section; defaults to

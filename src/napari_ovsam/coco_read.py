@@ -41,7 +41,7 @@ def coco_to_labels(
 
     Returns:
         labels: numpy (H, W) or (..., H, W) integer array.
-        features: table as in :mod:`napari_ovsam.labels` (``index`` = ``label_id``).
+        features: table as in :mod:`napari_ovsam.features` (``index`` = ``label_id``).
         metadata: ``vocabulary`` (entries), ``image_name``, ``categories``, ``images``, ``source`` ("ovsam" or
             "coco").
 

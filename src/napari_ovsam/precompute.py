@@ -1,6 +1,7 @@
 """Compute the image embeddings of a whole stack ahead of time, into an :class:`EmbeddingCache`.
 
-Library: :func:`precompute_stack` (used by the widget's worker thread, with napari progress and cancel).
+Library: :func:`precompute_stack` (this command line and the cache benchmark; the widget embeds slices through
+the session, with the same cache keys).
 Command line (e.g. on a GPU machine, then copy the cache next to the stack)::
 
     python -m napari_ovsam.precompute stack.zarr --model demo --out cache.zarr [--start 0 --stop 10]

@@ -8,7 +8,7 @@ import pytest
 
 from napari_ovsam.coco_io import category_names, labels_to_coco
 from napari_ovsam.coco_read import coco_to_labels, looks_like_coco
-from napari_ovsam.labels import add_feature_rows, features_row
+from napari_ovsam.features import add_feature_rows, features_row
 
 VOCAB = ["nucleus", "rod", "ring", "cluster"]
 

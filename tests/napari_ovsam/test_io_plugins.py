@@ -10,7 +10,7 @@ import pytest
 from napari_ovsam import _writer
 from napari_ovsam._reader import napari_get_reader
 from napari_ovsam._writer import write_coco, write_label_tiff, write_label_zarr
-from napari_ovsam.labels import add_feature_rows, features_row
+from napari_ovsam.features import add_feature_rows, features_row
 
 VOCAB = ["nucleus, nuclei", "rod", "ring", "cluster"]
 

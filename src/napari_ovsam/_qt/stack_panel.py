@@ -73,12 +73,14 @@ class StackPanel(QWidget):
         box = QGroupBox("Embeddings")
         form = QFormLayout(box)
         self._cache_path = QLineEdit()
-        self._cache_path.setPlaceholderText("memory only, or a .zarr folder")
+        self._cache_path.setPlaceholderText(
+            "memory only, or a cache folder (new, empty, or an earlier cache)"
+        )
         self._cache_path.setToolTip(
             "A zarr store keyed by model and slice content: reopening the stack costs nothing. "
             "The labels of lazy (zarr, dask) stacks are then written next to it, else in a temporary folder."
         )
-        self._browse_cache = button("…", "Choose or create a .zarr folder for the embedding cache")
+        self._browse_cache = button("…", "Choose or create a folder for the embedding cache")
         form.addRow("Cache", row(self._cache_path, self._browse_cache, stretch=0))
         self._use_contrast = QCheckBox("use the layer's contrast limits")
         self._use_contrast.setToolTip(
@@ -143,7 +145,9 @@ class StackPanel(QWidget):
     # ------------------------------------------------------------------------------------------ cache
 
     def _choose_cache(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Embedding cache (.zarr folder)")
+        path = QFileDialog.getExistingDirectory(
+            self, "Embedding cache folder (new, empty, or an earlier cache)"
+        )
         if path:
             self._cache_path.setText(path)
             self._on_cache_path()
