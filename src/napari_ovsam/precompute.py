@@ -114,7 +114,8 @@ def load_predictor(model: str, checkpoint: str | None, device: str) -> Any:
     from ovsam_model.build import build_ovsam
     from ovsam_model.predictor import OVSAMPredictor
 
-    return OVSAMPredictor(build_ovsam(model, checkpoint=checkpoint, device=device))
+    # Whole-image embeddings until the session stores tile entries (the predictor tiles large images).
+    return OVSAMPredictor(build_ovsam(model, checkpoint=checkpoint, device=device), tiling="off")
 
 
 def open_stack(path: str) -> Any:

@@ -1,19 +1,112 @@
 """What a predictor answers: ``Prediction`` (numpy, original-image frame) and the step that builds it.
 
 One owner for the result type and its assembly, shared by ``OVSAMPredictor`` and the SAM + CLIP baselines, so
-that every predictor names, ranks and returns objects the same way.
+that every predictor names, ranks and returns objects the same way. Masks come in one of two forms: dense bool
+(N, M, H, W) arrays for images encoded whole, and ``CompactMasks`` (each object cropped to its bounding box,
+with the crop's offset) for tiled images, where N full-size masks would not fit in memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 NO_IMAGE = "No image is set: call predictor.set_image(image) before predict()."
 NO_VOCABULARY = "No vocabulary is set: call predictor.set_vocabulary(['class a', 'class b, synonym', ...])."
+# The most bytes CompactMasks.dense() (and numpy conversion) allocates before refusing with advice.
+MAX_DENSE_BYTES = 2 * 1024**3
+
+
+class CompactMasks:
+    """N objects' masks, each cropped to its bounding box: the mask form of tiled (large) images.
+
+    crops: N bool arrays (M, h_i, w_i), M masks per object (best first), cropped to the bounding box of the
+    object's M masks together (h_i = w_i = 0 when all are empty). offsets: int64 (N, 2), the (row, col) of
+    each crop's top-left pixel in the full image. image_size: (H, W) of the full image.
+
+    It behaves as a read-only bool (N, M, H, W) array where that is affordable: ``masks[i]`` and
+    ``masks[i, m]`` build one object's full-size masks, ``np.asarray(masks)`` / ``masks[:, 0]`` /
+    ``dense()`` build all of them (refused above ``MAX_DENSE_BYTES``). For large images use ``paint`` (a
+    label image, numpy or zarr, written crop by crop) or the crops themselves.
+    """
+
+    dtype = np.dtype(bool)
+    ndim = 4
+
+    def __init__(self, crops: Sequence[np.ndarray], offsets: np.ndarray, image_size: tuple[int, int]) -> None:
+        self.crops = list(crops)
+        self.offsets = np.asarray(offsets, np.int64).reshape(len(self.crops), 2)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.masks_per_object = int(self.crops[0].shape[0]) if self.crops else 1
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.crops), self.masks_per_object, *self.image_size)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def boxes(self) -> np.ndarray:
+        """(N, 4) int64 XYXY pixel bounds of the crops (end exclusive)."""
+        sizes = np.array([c.shape[1:] for c in self.crops], np.int64).reshape(-1, 2)
+        return np.concatenate([self.offsets[:, ::-1], self.offsets[:, ::-1] + sizes[:, ::-1]], axis=1)
+
+    def object(self, index: int) -> np.ndarray:
+        """Full-size bool (M, H, W) masks of object ``index``."""
+        out = np.zeros((self.masks_per_object, *self.image_size), bool)
+        crop, (r, c) = self.crops[index], self.offsets[index]
+        out[:, r : r + crop.shape[1], c : c + crop.shape[2]] = crop
+        return out
+
+    def dense(self) -> np.ndarray:
+        """Bool (N, M, H, W) full-size masks; a ValueError when they need more than ``MAX_DENSE_BYTES``."""
+        n, m, h, w = self.shape
+        if n * m * h * w > MAX_DENSE_BYTES:
+            raise ValueError(
+                f"{n} full-size masks of this {w}x{h} image need {n * m * h * w / 1024**3:.1f} GiB: paint them "
+                "into a label image with prediction.masks.paint(labels, ids), or use masks.crops and "
+                "masks.offsets."
+            )
+        out = np.zeros(self.shape, bool)
+        for i, (crop, (r, c)) in enumerate(zip(self.crops, self.offsets)):
+            out[i, :, r : r + crop.shape[1], c : c + crop.shape[2]] = crop
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        dense = self.dense()
+        return dense if dtype is None else dense.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+        if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
+            return self.object(int(first))[rest]
+        return self.dense()[key]
+
+    def paint(
+        self, labels: Any, ids: Sequence[int], *, mask_index: int = 0, only_background: bool = False
+    ) -> Any:
+        """Write object i's mask ``mask_index`` into ``labels`` with value ``ids[i]``, in order (a later object
+        paints over an earlier one), reading and writing only each crop's rectangle (numpy, zarr and other
+        arrays that take slice assignment). only_background: leave pixels that are already non-zero.
+        Returns ``labels``."""
+        if tuple(labels.shape[-2:]) != self.image_size:
+            raise ValueError(f"labels of shape {labels.shape} do not match the image size {self.image_size}.")
+        if len(ids) != len(self.crops):
+            raise ValueError(f"{len(ids)} ids for {len(self.crops)} objects: give one label id per object.")
+        for value, crop, (r, c) in zip(ids, self.crops, self.offsets):
+            mask = crop[mask_index]
+            if not mask.any():
+                continue
+            where = (slice(r, r + mask.shape[0]), slice(c, c + mask.shape[1]))
+            region = np.array(labels[where])
+            paint = mask & (region == 0) if only_background else mask
+            region[paint] = value
+            labels[where] = region
+        return labels
 
 
 @dataclass
@@ -26,9 +119,14 @@ class Prediction:
         (N, k) best classes and their probabilities; topk_names: N lists of k names; low_res_logits: float16
         (N, M, 4g, 4g) mask logits in the padded model-input frame (g = embedding grid; float16 halves what
         thousands of prompts hold, and the masks are thresholded from the float32 logits before rounding).
+
+    For a tiled image, masks is a ``CompactMasks`` (each object cropped to its box, with a ``paint`` helper for
+    label images; it indexes like the dense array where that fits in memory), low_res_logits are in the
+    padded input frame of the view each object was decoded on, and tiles gives that view: (N,) int64 grid
+    tile index, -1 for a view made for the prompt (see ``ovsam_model.tiling.route``). Untiled: tiles is None.
     """
 
-    masks: np.ndarray
+    masks: np.ndarray | CompactMasks
     iou: np.ndarray
     class_ids: np.ndarray
     class_names: list[str]
@@ -37,6 +135,7 @@ class Prediction:
     topk_scores: np.ndarray
     topk_names: list[list[str]]
     low_res_logits: np.ndarray
+    tiles: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -62,7 +161,7 @@ def check_top_k(top_k: object) -> int:
 
 
 def to_prediction(
-    masks: np.ndarray,
+    masks: np.ndarray | CompactMasks,
     iou: torch.Tensor,
     low_res_logits: torch.Tensor,
     class_probabilities: torch.Tensor,
@@ -71,7 +170,7 @@ def to_prediction(
 ) -> Prediction:
     """Rank the classes of N objects and return them as a ``Prediction``.
 
-    masks: bool (N, M, H, W); iou: [N, M]; low_res_logits: [N, M, 4g, 4g] (stored as float16);
+    masks: bool (N, M, H, W) or their ``CompactMasks``; iou: [N, M]; low_res_logits: [N, M, 4g, 4g] (stored as float16);
     class_probabilities: [N, K] over the vocabulary's classes only (no background column); names: K class
     names; top_k: alternatives kept per object (at most K).
     """

@@ -2,6 +2,9 @@
 
 numpy in and out, over a batched torch path. Coordinates: points are (x, y) pixels of the original image,
 boxes are XYXY pixels of the original image; masks come back at the original (H, W).
+
+Large images are tiled (``ovsam_model.tiling``, ``ovsam_model.tiled``): read and encoded tile by tile at
+native resolution, lazily, each prompt decoded and named on the tile that holds it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from .postprocess import clip_masks_to_boxes, keep_prompted_components
 from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, TorchPrediction, check_top_k, to_prediction
 from .prompts import PromptSet, normalize_prompts
 from .text import vocabulary_embeddings
+from .tiled import DEFAULT_TILE_CACHE_BYTES, TileCache, TileCallback, TiledImage, image_size_of, predict_tiled
+from .tiling import TileSpec, Window
 from .vocabulary import Vocabulary
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "OVSAMPredictor", "Prediction", "TorchPrediction"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "OVSAMPredictor", "Prediction", "TileSpec", "TorchPrediction"]
 
 # Prompts decoded per chunk: bounds memory (SAM's decoder repeats the image embedding per prompt and
 # upsamples each prompt's features to 4x the grid). Small on the CPU, where a chunk's size does not lower the
@@ -35,6 +40,8 @@ DEFAULT_CHUNK_SIZE = {"cpu": 4, "cuda": 64}
 UPSCALE_CHUNK_SIZE = 4
 # Half side (input-frame pixels) of the region used to name a point prompt whose mask came out empty.
 _EMPTY_MASK_HALF_BOX = 16.0
+# Largest image encoded whole (tiling="off"): its float RGB model input alone would take 3 GiB.
+MAX_WHOLE_PIXELS = 2**28
 
 
 class OVSAMPredictor:
@@ -45,6 +52,13 @@ class OVSAMPredictor:
     a box prompt's mask is clipped to the box (see ``ovsam_model.postprocess``). False gives the decoder's
     masks as they are. cuda_graphs (default True): on CUDA, decode and name box prompts by replaying a
     captured CUDA graph (same results; see ``CUDA_GRAPH_MAX_PROMPTS``).
+
+    tiling: "auto" (default, ``TileSpec()``): an image whose longer side exceeds 1.5 model inputs is tiled;
+    a ``TileSpec`` to choose overlap, scale or threshold; "off": every image is resized whole to the model's
+    input, as SAM does. A tiled image is read and encoded tile by tile, only where prompts are, and its
+    predictions carry ``CompactMasks`` (see ``Prediction``). tile_cache_bytes: memory kept for encoded tiles
+    (least recently used dropped). ``on_tile_encode(index, window)`` (attribute, default None) is called
+    before each tile is encoded, and ``encoding_tile`` says which one is, e.g. for a status line.
     """
 
     def __init__(
@@ -54,11 +68,24 @@ class OVSAMPredictor:
         chunk_size: int | None = None,
         clean_masks: bool = True,
         cuda_graphs: bool = True,
+        tiling: str | TileSpec = "auto",
+        tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES,
     ) -> None:
         if chunk_size is not None and not (_is_int(chunk_size) and chunk_size >= 1):
             raise ValueError(
                 f"chunk_size must be a whole number >= 1 (or None for the default), got {chunk_size!r}."
             )
+        if not (isinstance(tiling, TileSpec) or tiling in ("auto", "off")):
+            raise ValueError(f'tiling must be "auto", "off" or a TileSpec(...), got {tiling!r}.')
+        if not (_is_int(tile_cache_bytes) and tile_cache_bytes >= 0):
+            raise ValueError(
+                f"tile_cache_bytes must be a whole number of bytes >= 0, got {tile_cache_bytes!r}."
+            )
+        spec = TileSpec() if tiling == "auto" else tiling
+        self.tiling = spec.resolved(model.config.image_size) if isinstance(spec, TileSpec) else None
+        self.tile_cache_bytes = int(tile_cache_bytes)
+        self.tiles: TileCache | None = None
+        self.on_tile_encode: TileCallback | None = None
         self.model = model
         self.chunk_size = int(chunk_size or DEFAULT_CHUNK_SIZE.get(model.device.type, 16))
         self.clean_masks = clean_masks
@@ -100,31 +127,112 @@ class OVSAMPredictor:
     def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> None:
         """Encode an image (see ``ovsam_model.image`` for the contrast rule) and cache its features.
 
-        image: (H, W) or (H, W, C) array (or anything ``np.asarray`` takes) of an integer, float or bool dtype.
+        image: (H, W) or (H, W, C) array (or anything ``np.asarray`` takes) of an integer, float or bool dtype;
+        for a tiled image also an array-like read by slicing (zarr, dask, tifffile's ``aszarr`` through zarr),
+        of which nothing is read here but a sample for the contrast limits (see ``tiled.image_contrast_limits``).
         """
+        image = _as_image(image)
+        size = image_size_of(image)
+        if self.tiling is not None and self.tiling.tiles(size):
+            tiled = TiledImage(image, self.tiling, contrast_limits)
+            self.reset_image()
+            self.tiles = TileCache(tiled, self._encode, self.tile_cache_bytes, self._notify_tile)
+            self.original_size = size
+            return
+        if size[0] * size[1] > MAX_WHOLE_PIXELS:
+            raise ValueError(
+                f"This {size[1]}x{size[0]} image is too large to encode whole: use tiling='auto' (the default) "
+                "and pass it as a zarr or dask array (e.g. tifffile.imread(path, aszarr=True) opened with zarr), "
+                "so that only the tiles prompts touch are read."
+            )
         image = np.asarray(image)
         tensor = self.prepare_image(image, contrast_limits)
-        self._forget_graphs()
+        self.reset_image()
         self.features = self.model.encode_image(tensor[None].to(self.device))
         self.original_size = (int(image.shape[0]), int(image.shape[1]))
         self.input_size = (int(tensor.shape[1]), int(tensor.shape[2]))
         if self.device.type == "cpu":
             release_freed_memory()  # the encoder's freed activations, before decoding allocates
 
+    @torch.no_grad()
+    def _encode(self, tensor: torch.Tensor) -> ImageFeatures:
+        """One model input [3, h, w] -> its features (a tile of a tiled image)."""
+        features = self.model.encode_image(tensor[None].to(self.device))
+        if self.device.type == "cpu":
+            release_freed_memory()
+        return features
+
+    def _notify_tile(self, index: int, window: Window) -> None:
+        if self.on_tile_encode is not None:
+            self.on_tile_encode(index, window)
+
     def reset_image(self) -> None:
         self._forget_graphs()
-        self.features = None
+        self.features = self.tiles = None
         self.original_size = self.input_size = None
 
     @property
     def is_image_set(self) -> bool:
-        return self.features is not None
+        return self.features is not None or self.tiles is not None
+
+    # ------------------------------------------------------------------ tiles
+    @property
+    def tile_grid(self) -> list[Window]:
+        """The tiles of the image set (row-major ``Window``s, full-image pixels); [] when it is not tiled."""
+        return [] if self.tiles is None else list(self.tiles.tiled.grid)
+
+    @property
+    def encoding_tile(self) -> tuple[int, Window] | None:
+        """(index, window) of the tile being encoded now (index -1: a view made for one prompt), else None."""
+        return None if self.tiles is None else self.tiles.encoding
+
+    def tile_key(self, index: int) -> str:
+        """Content key of tile ``index``: its geometry, scale, contrast limits and a hash of its pixels (reads
+        the tile once); a cache adds the model's identity."""
+        cache, window = self._tile(index)
+        return cache.key(window)
+
+    def get_tile_embedding(self, index: int) -> dict[str, Any]:
+        """The state of tile ``index`` (encoded now if needed): the arrays of ``get_image_embedding``, its
+        ``input_size`` and its ``window`` (y0, x0, y1, x1) in full-image pixels."""
+        cache, window = self._tile(index)
+        state = _feature_state(cache.get(window, index))
+        state["input_size"], state["window"] = window.input_size, window.bounds
+        return state
+
+    def set_tile_embedding(self, index: int, state: dict[str, Any]) -> None:
+        """Restore tile ``index`` from ``get_tile_embedding`` (e.g. from a cache) without encoding it."""
+        cache, window = self._tile(index)
+        self._check_feature_arrays(state)
+        for key, want in (("window", window.bounds), ("input_size", window.input_size)):
+            got = tuple(int(v) for v in np.asarray(state.get(key, ()), dtype=np.int64).reshape(-1))
+            if got != want:
+                raise ValueError(
+                    f"This tile embedding's {key} is {got}, tile {index} of this image has {want}: it belongs to "
+                    "another tile or tiling; recompute it with predictor.get_tile_embedding(index)."
+                )
+        cache.put(window, self._features_from(state))
+
+    def _tile(self, index: int) -> tuple[TileCache, Window]:
+        if self.tiles is None:
+            raise ValueError("The image set is not tiled (or none is set): use get_image_embedding().")
+        grid = self.tiles.tiled.grid
+        if not _is_int(index) or not 0 <= index < len(grid):
+            raise ValueError(
+                f"Tile {index!r} is past the edge of this image's {len(grid)} tiles: give an index from 0 to "
+                f"{len(grid) - 1} (predictor.tile_grid lists them)."
+            )
+        return self.tiles, grid[int(index)]
 
     def get_image_embedding(self) -> dict[str, Any]:
         """The cached image state as numpy arrays (``embedding``, ``fpn_0``..``fpn_3``, ``clip_top``) plus the
         ``original_size`` and ``input_size`` tuples; ``set_image_embedding`` restores it."""
-        features = self._require_image()
-        state: dict[str, Any] = {k: v[0].float().cpu().numpy() for k, v in features.tensors().items()}
+        if self.tiles is not None:
+            raise ValueError(
+                f"This image is tiled ({len(self.tiles.tiled.grid)} tiles): use get_tile_embedding(index) "
+                "and tile_key(index) per tile, or OVSAMPredictor(model, tiling='off') to encode it whole."
+            )
+        state = _feature_state(self._require_image())
         state["original_size"] = self.original_size
         state["input_size"] = self.input_size
         return state
@@ -132,13 +240,17 @@ class OVSAMPredictor:
     def set_image_embedding(self, state: dict[str, Any]) -> None:
         """Restore a state from ``get_image_embedding`` (e.g. from a cache), checking it fits this model."""
         original_size, input_size = self._check_embedding_state(state)
+        features = self._features_from(state)
+        self.reset_image()
+        self.features = features
+        self.original_size, self.input_size = original_size, input_size
+
+    def _features_from(self, state: dict[str, Any]) -> ImageFeatures:
         tensors = {
             k: torch.as_tensor(np.asarray(state[k]), dtype=torch.float32, device=self.device)[None]
             for k in self._feature_shapes()
         }
-        self._forget_graphs()
-        self.features = ImageFeatures.from_tensors(tensors)
-        self.original_size, self.input_size = original_size, input_size
+        return ImageFeatures.from_tensors(tensors)
 
     def _feature_shapes(self) -> dict[str, tuple[int, ...]]:
         """The (C, h, w) of every array of an image state of this model."""
@@ -154,20 +266,7 @@ class OVSAMPredictor:
     def _check_embedding_state(self, state: Any) -> tuple[tuple[int, int], tuple[int, int]]:
         """(original_size, input_size) of a ``get_image_embedding`` state, after checking that it fits."""
         name = self.model.config.name
-        advice = f"recompute it with this model ('{name}'): predictor.set_image(image)."
-        if not isinstance(state, dict):
-            raise ValueError(f"An image embedding state is the dict get_image_embedding() returns; {advice}")
-        arrays = {k: np.asarray(v) for k, v in state.items() if k not in ("original_size", "input_size")}
-        for key, shape in self._feature_shapes().items():
-            got = arrays.get(key)
-            if got is None or got.shape != shape:
-                found = None if got is None else got.shape
-                raise ValueError(
-                    f"This image embedding does not fit the model '{name}': {key} is {found}, "
-                    f"expected {shape}; {advice}"
-                )
-            if got.dtype.kind not in "fiu" or not np.isfinite(got).all():
-                raise ValueError(f"This image embedding's {key} holds NaN, infinite or non-numbers; {advice}")
+        advice = self._check_feature_arrays(state)
         sizes = []
         for key in ("original_size", "input_size"):
             value = state.get(key)
@@ -184,6 +283,24 @@ class OVSAMPredictor:
                 f"for the model '{name}' (expected {self.input_size_for(sizes[0])}); {advice}"
             )
         return sizes[0], sizes[1]
+
+    def _check_feature_arrays(self, state: Any) -> str:
+        """Check the arrays of an image or tile state against this model; returns the advice for errors."""
+        name = self.model.config.name
+        advice = f"recompute it with this model ('{name}'): predictor.set_image(image)."
+        if not isinstance(state, dict):
+            raise ValueError(f"An image embedding state is the dict get_image_embedding() returns; {advice}")
+        for key, shape in self._feature_shapes().items():
+            got = None if state.get(key) is None else np.asarray(state[key])
+            if got is None or got.shape != shape:
+                found = None if got is None else got.shape
+                raise ValueError(
+                    f"This image embedding does not fit the model '{name}': {key} is {found}, "
+                    f"expected {shape}; {advice}"
+                )
+            if got.dtype.kind not in "fiu" or not np.isfinite(got).all():
+                raise ValueError(f"This image embedding's {key} holds NaN, infinite or non-numbers; {advice}")
+        return advice
 
     # -------------------------------------------------------------- vocabulary
     def set_vocabulary(
@@ -238,6 +355,11 @@ class OVSAMPredictor:
             multimask_output: return 3 candidate masks per object (sorted by predicted IoU, best first).
             top_k: how many alternative classes to return.
         """
+        if self.tiles is not None:  # each prompt on its tile, masks cropped to their boxes
+            self._require_vocabulary()
+            assert self.original_size is not None
+            prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
+            return predict_tiled(self, self.tiles, prompts, multimask_output, check_top_k(top_k))
         features = self._require_image()
         vocabulary = self._require_vocabulary()
         assert self.original_size is not None and self.input_size is not None
@@ -323,6 +445,8 @@ class OVSAMPredictor:
         the CPU)."""
         return (
             self.cuda_graphs
+            and self.tiles
+            is None  # tiles switch features: a graph per tile would be captured again and again
             and self.device.type == "cuda"
             and chunk.points is None
             and chunk.boxes is not None
@@ -390,6 +514,21 @@ class OVSAMPredictor:
         if self.vocabulary is None:
             raise ValueError(NO_VOCABULARY)
         return self.vocabulary
+
+
+def _feature_state(features: ImageFeatures) -> dict[str, Any]:
+    """The arrays of a state (``embedding``, ``fpn_0``..``fpn_3``, ``clip_top``) as float32 numpy."""
+    return {k: v[0].float().cpu().numpy() for k, v in features.tensors().items()}
+
+
+def _as_image(image: Any) -> Any:
+    """A numpy array, or an array-like read by slicing (numpy dtype, shape), kept as it is."""
+    try:
+        if isinstance(image, np.ndarray) or (np.dtype(image.dtype) and hasattr(image, "__getitem__")):
+            return image
+    except (AttributeError, TypeError):
+        pass
+    return np.asarray(image)
 
 
 def _is_int(value: object) -> bool:

@@ -157,4 +157,5 @@ def _load_model(source: str, device: str, vocabulary: Any) -> tuple[Any, Any, An
         raise FileNotFoundError(f"No checkpoint at {source}: choose an existing .pt file.")
     model = build_ovsam(source, device=device)
     embeddings = encode_vocabulary(vocabulary, model.text_encoder)
-    return OVSAMPredictor(model), vocabulary, embeddings, model_fingerprint(model)
+    # Whole-image embeddings until the session stores tile entries (the predictor tiles large images).
+    return OVSAMPredictor(model, tiling="off"), vocabulary, embeddings, model_fingerprint(model)
