@@ -44,7 +44,7 @@ def models_to_run(name: str) -> list[str]:
         return [name]
     from ovsam_model.hub import PACKAGE_WEIGHTS_DIR
 
-    return ["tiny"] + (["demo"] if (PACKAGE_WEIGHTS_DIR / "ovsam_demo.pt").is_file() else [])
+    return ["tiny"] + (["demo"] if (PACKAGE_WEIGHTS_DIR / "ovsam_demo.safetensors").is_file() else [])
 
 
 def wait_until(app: Any, condition: Callable[[], bool], timeout: float, what: str) -> None:

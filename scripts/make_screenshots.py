@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_WEIGHTS = ROOT / "src" / "ovsam_model" / "weights" / "ovsam_demo.pt"
+DEMO_WEIGHTS = ROOT / "src" / "ovsam_model" / "weights" / "ovsam_demo.safetensors"
 
 
 def wait_until(app, condition: Callable[[], bool], timeout: float = 120.0) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ovsam_model.atomic import unique_temporary
+
 from .coco_io import category_names, features_to_json, labels_to_coco
 from .features import ensure_features
 
@@ -239,10 +241,10 @@ class _atomic_file:
 
     def __enter__(self) -> str:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp")
-        os.close(handle)
-        self.tmp = name
-        return name
+        self.tmp = str(
+            unique_temporary(self.target)
+        )  # the user's umask applies, unlike tempfile.mkstemp's 0600
+        return self.tmp
 
     def __exit__(self, exc_type: Any, *exc: object) -> None:
         if exc_type is None:

@@ -149,7 +149,7 @@ SOURCES: dict[str, WeightSource] = {
             "ovsam_demo",
             "package",
             str(PACKAGE_WEIGHTS_DIR),
-            "ovsam_demo.pt",
+            "ovsam_demo.safetensors",
             "the small demo model trained from scratch on the synthetic dataset (our checkpoint format)",
             licence=OWN_LICENCE,
             size_hint="8 MB, shipped",

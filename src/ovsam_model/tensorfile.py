@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from .atomic import unique_temporary
 
 State = dict[str, torch.Tensor]
 PathLike = str | Path
@@ -102,11 +104,11 @@ def write_safetensors(
     entries = {k: v for k, v in metadata.items() if k not in CHECKSUM_KEYS}
     entries[algorithm] = checksum(plain, entries, algorithm)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
+    temporary = unique_temporary(path)
     try:
+        mode = stat.S_IMODE(temporary.stat().st_mode)  # what the umask gives; safetensors writes 0600
         save_file(plain, temporary, metadata=entries)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -212,3 +213,15 @@ def test_napari_labels_layer_state_round_trips_through_the_writers(tmp_path, lay
     out_data, out_attributes, _ = napari_layer.as_layer_data_tuple()
     [again] = write_coco(str(tmp_path / "b.json"), out_data, out_attributes)
     assert json.loads(open(again).read()) == json.loads(open(path).read())
+
+
+def test_exported_files_are_readable_as_the_umask_says(tmp_path, layer):
+    """Exports are written through a temporary file; they must not end up private (0600) to the user."""
+    data, attributes = layer
+    previous = os.umask(0o022)
+    try:
+        [coco] = write_coco(str(tmp_path / "labels.json"), data, attributes)
+        [tiff] = write_label_tiff(str(tmp_path / "labels.tif"), data, attributes)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(coco).st_mode) == 0o644 and stat.S_IMODE(os.stat(tiff).st_mode) == 0o644

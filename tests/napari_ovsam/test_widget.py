@@ -293,12 +293,12 @@ def test_missing_weights_are_explained(viewer, widget, qtbot, tmp_path):
     widget._model_panel._model.setCurrentText("demo")
     assert "closed vocabulary" in widget._model_panel._model_note.text().lower()
     assert widget._vocabulary._vocab_text.toPlainText().split() == list(DEMO_CLASSES)
-    weights = Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.pt"
+    weights = Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.safetensors"
     if not weights.exists():
         assert "not installed yet" in widget._model_panel._model_note.text()
         widget.load_model()
         idle(qtbot, widget)
-        assert "ovsam_demo.pt" in widget.status
+        assert "ovsam_demo.safetensors" in widget.status
 
 
 def test_hand_painted_ids_on_a_zarr_stack_stay_unique(viewer, widget, qtbot, tmp_path):

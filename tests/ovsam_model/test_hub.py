@@ -44,7 +44,7 @@ def test_registry_names_the_released_files() -> None:
             f"{name}.pth",
         )
         assert source.url == f"https://huggingface.co/HarborYuan/ovsam_models/resolve/main/{name}.pth"
-    assert hub.source_path(hub.SOURCES["ovsam_demo"]) == hub.PACKAGE_WEIGHTS_DIR / "ovsam_demo.pt"
+    assert hub.source_path(hub.SOURCES["ovsam_demo"]) == hub.PACKAGE_WEIGHTS_DIR / "ovsam_demo.safetensors"
 
 
 def test_an_existing_local_path_is_returned_as_is(cache: Path, tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_missing_demo_weights_say_so(cache: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(hub.SOURCES, "ovsam_demo", demo)
     with pytest.raises(FileNotFoundError, match="not in this installation") as info:
         hub.resolve_source("ovsam_demo")
-    assert str(tmp_path / "pkg" / "ovsam_demo.pt") in str(info.value)
+    assert str(tmp_path / "pkg" / "ovsam_demo.safetensors") in str(info.value)
 
 
 def test_clip_weights_error_names_the_hub_repo() -> None:
