@@ -21,6 +21,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
+from ovsam_model.build import build_ovsam
+from ovsam_model.cli_parser import OneLineErrorParser
+from ovsam_model.data.stacks import open_stack as open_lazy_stack
+from ovsam_model.predictor import OVSAMPredictor
 
 from .cache import EmbeddingCache, make_key, model_fingerprint
 
@@ -81,9 +87,9 @@ def precompute_stack(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m napari_ovsam.precompute",
-        description="Precompute OV-SAM image embeddings for every slice of a stack into a zarr cache.",
+        description="Precompute OV-SAM image embeddings for every slice of a stack into an embedding cache folder.",
     )
     parser.add_argument(
         "stack", help="image stack: .zarr directory, .tif/.tiff or .npy (slices: flat over the leading axes)"
@@ -111,38 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_predictor(model: str, checkpoint: str | None, device: str) -> Any:
     """Build the model and its predictor (a separate function so tests can replace it)."""
-    from ovsam_model.build import build_ovsam
-    from ovsam_model.predictor import OVSAMPredictor
-
     # Whole-image embeddings until the session stores tile entries (the predictor tiles large images).
     return OVSAMPredictor(build_ovsam(model, checkpoint=checkpoint, device=device), tiling="off")
 
 
 def open_stack(path: str) -> Any:
     """Open a stack lazily with ``ovsam_model.data.stacks.open_stack``; (Z, H, W[, C])."""
-    from ovsam_model.data.stacks import open_stack as _open
-
-    return _open(path)
+    return open_lazy_stack(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 done, 2 bad arguments, 130 interrupted)."""
-    from tqdm import tqdm
-
-    args = build_parser().parse_args(argv)
+    """Command-line entry point; returns the exit status (0 done, 130 interrupted); bad arguments, a missing
+    stack, a folder that is not a cache or a model that cannot be built exit with one line and status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         stack = open_stack(args.stack)
     except (ValueError, OSError) as error:  # a missing or unreadable stack: one line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        parser.error(str(error))
     try:
-        cache = EmbeddingCache(max_items=1, store_path=args.out)
-    except ValueError as error:  # --out is not a cache folder
-        print(f"error: {error}", file=sys.stderr)
+        cache = EmbeddingCache(max_items=1, store_path=args.out)  # refuses a folder that is not a cache
+        predictor = load_predictor(args.model, args.checkpoint, args.device)
+    except (ValueError, FileNotFoundError) as error:
         if hasattr(stack, "close"):
             stack.close()
-        return 2
-    predictor = load_predictor(args.model, args.checkpoint, args.device)
+        parser.error(str(error))
     total = len(range(int(stack.shape[0]))[slice(args.start, args.stop)])
     try:
         with tqdm(total=total, unit="slice", desc="embeddings") as bar:

@@ -118,12 +118,21 @@ def test_cli_refuses_a_folder_that_is_not_a_cache(tmp_path, stack, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("keep")
-    assert main([str(tmp_path / "missing.tif"), "--out", str(tmp_path / "new")]) == 2
-    assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "new").exists()
+    prefix = "python -m napari_ovsam.precompute: error: "
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "missing.tif"), "--out", str(tmp_path / "new")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(prefix) and not (tmp_path / "new").exists()
     tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
-    assert main([str(tmp_path / "stack.tif"), "--out", str(mine)]) == 2
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "stack.tif"), "--out", str(mine)])
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "is not an embedding cache" in err and len(err.splitlines()) == 1
+    assert info.value.code == 2 and err.startswith(prefix)
+    assert "is not an embedding cache" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "stack.tif"), "--out", str(tmp_path / "new"), "--model", "nope"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Unknown model 'nope'" in err and len(err.splitlines()) == 1
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
 
 
