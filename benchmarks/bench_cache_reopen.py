@@ -64,7 +64,8 @@ def load_predictor(model: str, random_weights: bool = False) -> Any:
     from ovsam_model.vocabulary import DEMO_CLASSES
 
     torch.manual_seed(0)
-    predictor = OVSAMPredictor(random_ovsam(model) if random_weights else build_ovsam(model, device="cpu"))
+    model_ = random_ovsam(model) if random_weights else build_ovsam(model, device="cpu")
+    predictor = OVSAMPredictor(model_, tiling="off")  # whole-slice embeddings, as the plugin stores them
     text = torch.nn.functional.normalize(
         torch.randn(len(DEMO_CLASSES), 1, predictor.model.config.embed_dim), dim=-1
     )

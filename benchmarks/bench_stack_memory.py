@@ -118,7 +118,7 @@ def child(args: argparse.Namespace) -> None:
 
     meter.step("imports")
     torch.manual_seed(0)
-    predictor = OVSAMPredictor(build_ovsam(args.model, device="cpu"))
+    predictor = OVSAMPredictor(build_ovsam(args.model, device="cpu"), tiling="off")  # as the plugin
     text = torch.nn.functional.normalize(
         torch.randn(len(DEMO_CLASSES), 1, predictor.model.config.embed_dim), dim=-1
     )
