@@ -73,7 +73,7 @@ class ModelPanel(QGroupBox):
         )
         form.addRow("Model", row(self._model, self._device, self._load, stretch=0))
         self._checkpoint = QLineEdit()
-        self._checkpoint.setPlaceholderText("path of a .pt checkpoint")
+        self._checkpoint.setPlaceholderText("path of a checkpoint (.safetensors or .pt)")
         self._browse_checkpoint = button("…", "Choose a checkpoint file")
         self._checkpoint_row = row_widget(self._checkpoint, self._browse_checkpoint, stretch=0)
         form.addRow(self._checkpoint_row)
@@ -137,7 +137,7 @@ class ModelPanel(QGroupBox):
 
     def _choose_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "OV-SAM checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt)"
+            self, "OV-SAM checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.ckpt)"
         )
         if path:
             self._checkpoint.setText(path)
@@ -154,7 +154,9 @@ def _load_model(source: str, device: str, vocabulary: Any) -> tuple[Any, Any, An
     from ovsam_model.predictor import OVSAMPredictor
 
     if Path(source).suffix and not Path(source).is_file():
-        raise FileNotFoundError(f"No checkpoint at {source}: choose an existing .pt file.")
+        raise FileNotFoundError(
+            f"No checkpoint at {source}: choose an existing checkpoint file (.safetensors or .pt)."
+        )
     model = build_ovsam(source, device=device)
     embeddings = encode_vocabulary(vocabulary, model.text_encoder)
     # Whole-image embeddings until the session stores tile entries (the predictor tiles large images).
