@@ -19,13 +19,23 @@ import torch.nn.functional as F
 
 from .cuda_graphs import CUDA_GRAPH_MAX_PROMPTS, DecodingGraphs
 from .device import release_freed_memory
+from .embedding_state import check_image_state, check_tile_state, feature_state, features_from_state
 from .image import to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
 from .postprocess import clip_masks_to_boxes, keep_prompted_components
 from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, TorchPrediction, check_top_k, to_prediction
 from .prompts import PromptSet, normalize_prompts
 from .text import vocabulary_embeddings
-from .tiled import DEFAULT_TILE_CACHE_BYTES, TileCache, TileCallback, TiledImage, image_size_of, predict_tiled
+from .tiled import (
+    DEFAULT_TILE_CACHE_BYTES,
+    TileCache,
+    TileCallback,
+    TiledImage,
+    as_image,
+    check_whole_size,
+    image_size_of,
+    predict_tiled,
+)
 from .tiling import TileSpec, Window
 from .vocabulary import Vocabulary
 
@@ -40,8 +50,6 @@ DEFAULT_CHUNK_SIZE = {"cpu": 4, "cuda": 64}
 UPSCALE_CHUNK_SIZE = 4
 # Half side (input-frame pixels) of the region used to name a point prompt whose mask came out empty.
 _EMPTY_MASK_HALF_BOX = 16.0
-# Largest image encoded whole (tiling="off"): its float RGB model input alone would take 3 GiB.
-MAX_WHOLE_PIXELS = 2**28
 
 
 class OVSAMPredictor:
@@ -131,7 +139,7 @@ class OVSAMPredictor:
         for a tiled image also an array-like read by slicing (zarr, dask, tifffile's ``aszarr`` through zarr),
         of which nothing is read here but a sample for the contrast limits (see ``tiled.image_contrast_limits``).
         """
-        image = _as_image(image)
+        image = as_image(image)
         size = image_size_of(image)
         if self.tiling is not None and self.tiling.tiles(size):
             tiled = TiledImage(image, self.tiling, contrast_limits)
@@ -139,12 +147,7 @@ class OVSAMPredictor:
             self.tiles = TileCache(tiled, self._encode, self.tile_cache_bytes, self._notify_tile)
             self.original_size = size
             return
-        if size[0] * size[1] > MAX_WHOLE_PIXELS:
-            raise ValueError(
-                f"This {size[1]}x{size[0]} image is too large to encode whole: use tiling='auto' (the default) "
-                "and pass it as a zarr or dask array (e.g. tifffile.imread(path, aszarr=True) opened with zarr), "
-                "so that only the tiles prompts touch are read."
-            )
+        check_whole_size(size)
         image = np.asarray(image)
         tensor = self.prepare_image(image, contrast_limits)
         self.reset_image()
@@ -196,22 +199,15 @@ class OVSAMPredictor:
         """The state of tile ``index`` (encoded now if needed): the arrays of ``get_image_embedding``, its
         ``input_size`` and its ``window`` (y0, x0, y1, x1) in full-image pixels."""
         cache, window = self._tile(index)
-        state = _feature_state(cache.get(window, index))
+        state = feature_state(cache.get(window, index))
         state["input_size"], state["window"] = window.input_size, window.bounds
         return state
 
     def set_tile_embedding(self, index: int, state: dict[str, Any]) -> None:
         """Restore tile ``index`` from ``get_tile_embedding`` (e.g. from a cache) without encoding it."""
         cache, window = self._tile(index)
-        self._check_feature_arrays(state)
-        for key, want in (("window", window.bounds), ("input_size", window.input_size)):
-            got = tuple(int(v) for v in np.asarray(state.get(key, ()), dtype=np.int64).reshape(-1))
-            if got != want:
-                raise ValueError(
-                    f"This tile embedding's {key} is {got}, tile {index} of this image has {want}: it belongs to "
-                    "another tile or tiling; recompute it with predictor.get_tile_embedding(index)."
-                )
-        cache.put(window, self._features_from(state))
+        check_tile_state(state, self.model.config, index, window)
+        cache.put(window, features_from_state(state, self.model.config, self.device))
 
     def _tile(self, index: int) -> tuple[TileCache, Window]:
         if self.tiles is None:
@@ -232,75 +228,18 @@ class OVSAMPredictor:
                 f"This image is tiled ({len(self.tiles.tiled.grid)} tiles): use get_tile_embedding(index) "
                 "and tile_key(index) per tile, or OVSAMPredictor(model, tiling='off') to encode it whole."
             )
-        state = _feature_state(self._require_image())
+        state = feature_state(self._require_image())
         state["original_size"] = self.original_size
         state["input_size"] = self.input_size
         return state
 
     def set_image_embedding(self, state: dict[str, Any]) -> None:
         """Restore a state from ``get_image_embedding`` (e.g. from a cache), checking it fits this model."""
-        original_size, input_size = self._check_embedding_state(state)
-        features = self._features_from(state)
+        original_size, input_size = check_image_state(state, self.model.config, self.input_size_for)
+        features = features_from_state(state, self.model.config, self.device)
         self.reset_image()
         self.features = features
         self.original_size, self.input_size = original_size, input_size
-
-    def _features_from(self, state: dict[str, Any]) -> ImageFeatures:
-        tensors = {
-            k: torch.as_tensor(np.asarray(state[k]), dtype=torch.float32, device=self.device)[None]
-            for k in self._feature_shapes()
-        }
-        return ImageFeatures.from_tensors(tensors)
-
-    def _feature_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The (C, h, w) of every array of an image state of this model."""
-        config = self.model.config
-        size, grid = config.image_size, config.embedding_size
-        shapes: dict[str, tuple[int, ...]] = {"embedding": (config.adapter.out_chans, grid, grid)}
-        shapes["clip_top"] = (config.clip.channels[-1], size // 32, size // 32)
-        for level in range(4):
-            side = size // (4 * 2**level)
-            shapes[f"fpn_{level}"] = (config.head.fpn_channels, side, side)
-        return shapes
-
-    def _check_embedding_state(self, state: Any) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(original_size, input_size) of a ``get_image_embedding`` state, after checking that it fits."""
-        name = self.model.config.name
-        advice = self._check_feature_arrays(state)
-        sizes = []
-        for key in ("original_size", "input_size"):
-            value = state.get(key)
-            if not (
-                isinstance(value, Sequence) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value)
-            ):
-                raise ValueError(
-                    f"This image embedding's {key} must be (height, width) in pixels, got {value!r}."
-                )
-            sizes.append((int(value[0]), int(value[1])))
-        if self.input_size_for(sizes[0]) != sizes[1]:
-            raise ValueError(
-                f"This image embedding's input_size {sizes[1]} does not match its original_size {sizes[0]} "
-                f"for the model '{name}' (expected {self.input_size_for(sizes[0])}); {advice}"
-            )
-        return sizes[0], sizes[1]
-
-    def _check_feature_arrays(self, state: Any) -> str:
-        """Check the arrays of an image or tile state against this model; returns the advice for errors."""
-        name = self.model.config.name
-        advice = f"recompute it with this model ('{name}'): predictor.set_image(image)."
-        if not isinstance(state, dict):
-            raise ValueError(f"An image embedding state is the dict get_image_embedding() returns; {advice}")
-        for key, shape in self._feature_shapes().items():
-            got = None if state.get(key) is None else np.asarray(state[key])
-            if got is None or got.shape != shape:
-                found = None if got is None else got.shape
-                raise ValueError(
-                    f"This image embedding does not fit the model '{name}': {key} is {found}, "
-                    f"expected {shape}; {advice}"
-                )
-            if got.dtype.kind not in "fiu" or not np.isfinite(got).all():
-                raise ValueError(f"This image embedding's {key} holds NaN, infinite or non-numbers; {advice}")
-        return advice
 
     # -------------------------------------------------------------- vocabulary
     def set_vocabulary(
@@ -514,21 +453,6 @@ class OVSAMPredictor:
         if self.vocabulary is None:
             raise ValueError(NO_VOCABULARY)
         return self.vocabulary
-
-
-def _feature_state(features: ImageFeatures) -> dict[str, Any]:
-    """The arrays of a state (``embedding``, ``fpn_0``..``fpn_3``, ``clip_top``) as float32 numpy."""
-    return {k: v[0].float().cpu().numpy() for k, v in features.tensors().items()}
-
-
-def _as_image(image: Any) -> Any:
-    """A numpy array, or an array-like read by slicing (numpy dtype, shape), kept as it is."""
-    try:
-        if isinstance(image, np.ndarray) or (np.dtype(image.dtype) and hasattr(image, "__getitem__")):
-            return image
-    except (AttributeError, TypeError):
-        pass
-    return np.asarray(image)
 
 
 def _is_int(value: object) -> bool:

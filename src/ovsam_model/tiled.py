@@ -33,7 +33,30 @@ DEFAULT_TILE_CACHE_BYTES = 512 * 1024**2
 # an even grid (at most 262,144 pixels, read from at most 64 places: never the whole image).
 SAMPLE_GRID, SAMPLE_SIDE = 8, 64
 
+# Largest image encoded whole (tiling="off"): its float RGB model input alone would take 3 GiB.
+MAX_WHOLE_PIXELS = 2**28
+
 TileCallback = Callable[[int, Window], None]
+
+
+def as_image(image: Any) -> Any:
+    """A numpy array, or an array-like read by slicing (a numpy dtype, a shape) kept as it is; else np.asarray."""
+    try:
+        if isinstance(image, np.ndarray) or (np.dtype(image.dtype) and hasattr(image, "__getitem__")):
+            return image
+    except (AttributeError, TypeError):
+        pass
+    return np.asarray(image)
+
+
+def check_whole_size(size: tuple[int, int]) -> None:
+    """Refuse an image too large to be encoded whole (tiling off), with the way to segment it."""
+    if size[0] * size[1] > MAX_WHOLE_PIXELS:
+        raise ValueError(
+            f"This {size[1]}x{size[0]} image is too large to encode whole: use tiling='auto' (the default) "
+            "and pass it as a zarr or dask array (e.g. tifffile.imread(path, aszarr=True) opened with zarr), "
+            "so that only the tiles prompts touch are read."
+        )
 
 
 def image_size_of(image: Any) -> tuple[int, int]:
