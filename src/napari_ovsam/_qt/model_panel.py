@@ -14,6 +14,7 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QLabel, QLineEdit
 
+from ovsam_model.config import list_models, load_config
 from ovsam_model.device import available_devices
 from ovsam_model.hub import PACKAGE_WEIGHTS_DIR, SOURCES
 from ovsam_model.text import encode_vocabulary
@@ -26,14 +27,19 @@ from .status import StatusPanel
 
 CHECKPOINT_ITEM = "checkpoint file…"
 DEMO = "demo"
-MODELS = {
-    DEMO: "Small model trained on the synthetic cells. Closed vocabulary: its text tower is untrained, so it "
-    "only knows nucleus, rod, ring and cluster.",
-    "ovsam_rn50x16": "OV-SAM with CLIP RN50x16 and SAM's multimask decoder (released weights, ~3 GB).",
-    "ovsam_rn50x16_official": "OV-SAM RN50x16 with the released single-token decoder (as in the paper).",
-    "tiny": "Random weights, 128 px input: for tests only, its masks and names mean nothing.",
-    CHECKPOINT_ITEM: "A checkpoint written by this package (it carries its own config).",
-}
+CHECKPOINT_NOTE = "A checkpoint written by this package (it carries its own config)."
+
+
+# The models offered by name: those that annotate with the weights they name (the other configs are
+# architectures to train; a trained one is loaded as a checkpoint file).
+OFFERED = (DEMO, "ovsam_rn50x16", "ovsam_rn50x16_official", "tiny")
+
+
+def model_notes() -> dict[str, str]:
+    """{model name: what it is}, from the configs' own descriptions (``ovsam_model.config``), the demo model
+    first (the default), then the checkpoint-file item."""
+    names = [name for name in OFFERED if name in list_models()]
+    return {**{name: load_config(name).description for name in names}, CHECKPOINT_ITEM: CHECKPOINT_NOTE}
 
 
 class ModelPanel(QGroupBox):
@@ -62,7 +68,8 @@ class ModelPanel(QGroupBox):
         self.loaded_name = ""  # the name of the model in the session ("" before the first load)
         form = QFormLayout(self)
         self._model = QComboBox()
-        for i, (name, tip) in enumerate(MODELS.items()):
+        self._notes = model_notes()
+        for i, (name, tip) in enumerate(self._notes.items()):
             self._model.addItem(name)
             self._model.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
         self._device = QComboBox()
@@ -117,7 +124,7 @@ class ModelPanel(QGroupBox):
         self.loaded_name = name
         message = f"Model {name} loaded on {predictor.device} in {seconds:.1f} s; {len(vocabulary)} classes."
         if name == DEMO:  # in the status line, not a notification left over the canvas
-            message += " " + MODELS[DEMO]
+            message += " " + self._notes[DEMO]
         self._status.set_status(message)
         self._on_loaded(name)
 
@@ -125,7 +132,7 @@ class ModelPanel(QGroupBox):
         """Show what the chosen model is (and whether its weights are there)."""
         name = self._model.currentText()
         self._checkpoint_row.setVisible(name == CHECKPOINT_ITEM)
-        note = MODELS.get(name, "")
+        note = self._notes.get(name, "")
         if name == DEMO and not _demo_weights().exists():
             note += (
                 f" Its weights are not installed yet (expected at {_demo_weights()}): train it "
