@@ -22,7 +22,16 @@ from .image import check_contrast_limits, check_image, contrast_limits_of, to_mo
 from .modeling.ovsam import ImageFeatures
 from .prediction import CompactMasks, Prediction, to_prediction
 from .prompts import NumpyPrompts, PromptSet
-from .tiling import TileSpec, Window, paste_bounds, paste_logits, prompt_extents, route, tile_grid
+from .tiling import (
+    TileSpec,
+    Window,
+    grid_bounds,
+    paste_bounds,
+    paste_logits,
+    prompt_extents,
+    route,
+    tile_grid,
+)
 
 if TYPE_CHECKING:  # type-only: the predictor imports this module
     from .predictor import OVSAMPredictor
@@ -95,7 +104,8 @@ class TiledImage:
     """A large 2D image seen through the tile grid of a resolved ``TileSpec``; reads windows on demand.
 
     image: (H, W) or (H, W, C) array-like (read by slicing only). size: (H, W). grid: the tiles (``Window``s,
-    row-major). contrast_limits: see ``image_contrast_limits``. reads: windows read so far.
+    row-major); bounds: their (T, 4) (y0, x0, y1, x1). contrast_limits: see ``image_contrast_limits``.
+    reads: windows read so far.
     """
 
     def __init__(self, image: Any, spec: TileSpec, contrast_limits: Sequence[float] | None) -> None:
@@ -103,6 +113,7 @@ class TiledImage:
         self.size = image_size_of(image)
         self.spec = spec
         self.grid = tile_grid(self.size, spec)
+        self.bounds = grid_bounds(self.grid)
         self.contrast_limits = image_contrast_limits(image, contrast_limits)
         self.reads = 0
 
@@ -210,7 +221,7 @@ def predict_tiled(
     tiled, model_size = cache.tiled, predictor.model.config.image_size
     vocabulary = predictor._require_vocabulary()
     extents = prompt_extents(prompts.points, prompts.point_labels, prompts.boxes)
-    routes = [route(extent, tiled.grid, tiled.size, tiled.spec) for extent in extents]
+    routes = [route(extent, tiled.grid, tiled.size, tiled.spec, tiled.bounds) for extent in extents]
     groups: dict[Window, list[int]] = {}
     for i, (_, window) in enumerate(routes):
         groups.setdefault(window, []).append(i)

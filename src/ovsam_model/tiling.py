@@ -191,12 +191,33 @@ def margin(extent: np.ndarray, window: Window, image_size: tuple[int, int]) -> f
     return min(distances)
 
 
+def grid_bounds(grid: list[Window]) -> np.ndarray:
+    """(T, 4) int64 (y0, x0, y1, x1) of the tiles of a grid."""
+    return np.array([w.bounds for w in grid], np.int64).reshape(-1, 4)
+
+
+def grid_margins(extent: np.ndarray, bounds: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """``margin`` of an XYXY extent to every tile of (T, 4) ``bounds`` at once: (T,) float64."""
+    x0, y0, x1, y1 = (float(v) for v in extent)
+    distances = np.stack([x0 - bounds[:, 1], y0 - bounds[:, 0], bounds[:, 3] - x1, bounds[:, 2] - y1], 1)
+    edges = np.stack(
+        [bounds[:, 1] == 0, bounds[:, 0] == 0, bounds[:, 3] == image_size[1], bounds[:, 2] == image_size[0]],
+        1,
+    )
+    distances = np.where(edges & (distances >= 0), np.inf, distances.astype(np.float64))
+    return distances.min(axis=1)
+
+
 def route(
-    extent: np.ndarray, grid: list[Window], image_size: tuple[int, int], spec: TileSpec
+    extent: np.ndarray,
+    grid: list[Window],
+    image_size: tuple[int, int],
+    spec: TileSpec,
+    bounds: np.ndarray | None = None,
 ) -> tuple[int, Window]:
     """The view a prompt of XYXY ``extent`` is decoded on (see the module docstring): (grid index, window),
-    index -1 for a window made for this prompt."""
-    margins = [margin(extent, window, image_size) for window in grid]
+    index -1 for a window made for this prompt. bounds: ``grid_bounds(grid)``, when the caller keeps it."""
+    margins = grid_margins(extent, grid_bounds(grid) if bounds is None else bounds, image_size)
     best = int(np.argmax(margins))
     if margins[best] >= 0:
         return best, grid[best]

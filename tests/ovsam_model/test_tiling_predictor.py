@@ -1,0 +1,247 @@
+"""The predictor on tiled images (``tiny`` and ``demo``): laziness, masks in the full frame, tile states."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ovsam_model.build import build_ovsam
+from ovsam_model.data.synthetic import generate_image, image_rng
+from ovsam_model.evaluation.gt_prompts import gt_prompts, mask_ious
+from ovsam_model.prediction import CompactMasks
+from ovsam_model.predictor import OVSAMPredictor
+from ovsam_model.tiled import SAMPLE_SIDE
+from ovsam_model.tiling import TileSpec
+
+VOCABULARY = ["nucleus", "rod, bacterium", "ring"]
+
+
+class SpyImage:
+    """A lazy uint16 (H, W) image that makes its pixels on demand and records every region read."""
+
+    def __init__(self, shape: tuple[int, int], seed: int = 0) -> None:
+        self.shape, self.dtype, self.ndim = shape, np.dtype(np.uint16), 2
+        self.seed = seed
+        self.reads: list[tuple[slice, slice]] = []
+
+    def __getitem__(self, key):
+        rows, cols = key
+        self.reads.append((rows, cols))
+        r = np.arange(self.shape[0])[rows][:, None].astype(np.int64)
+        c = np.arange(self.shape[1])[cols][None, :].astype(np.int64)
+        return ((r * 7919 + c * 104729 + self.seed) % 4093 + 100 * ((r // 40 + c // 40) % 2)).astype(
+            np.uint16
+        )
+
+    def read_pixels(self) -> int:
+        return sum(
+            len(range(*r.indices(self.shape[0]))) * len(range(*c.indices(self.shape[1])))
+            for r, c in self.reads
+        )
+
+
+def predictor(model, **kwargs) -> OVSAMPredictor:
+    p = OVSAMPredictor(model, **kwargs)
+    p.set_vocabulary(VOCABULARY)
+    return p
+
+
+def test_a_large_image_is_read_and_encoded_only_where_prompts_are(tiny_model):
+    image = SpyImage((20000, 30000))
+    p = predictor(tiny_model)
+    encoded = []
+    p.on_tile_encode = lambda index, window: encoded.append((index, window, p.encoding_tile))
+    p.set_image(image)
+    assert len(p.tile_grid) == 208 * 313 and p.tiles is not None and p.tiles.encodings == 0
+    assert len(image.reads) <= 64 and image.read_pixels() <= 64 * SAMPLE_SIDE**2  # the contrast sample only
+    image.reads.clear()
+    box = np.array([[5000.0, 3000.0, 5020.0, 3030.0]])
+    first = p.predict(boxes=box)
+    assert p.tiles.encodings == 1 and len(image.reads) == 1 and image.read_pixels() == 128 * 128
+    index = int(first.tiles[0])
+    assert encoded == [(index, p.tile_grid[index], (index, p.tile_grid[index]))] and p.encoding_tile is None
+    again = p.predict(boxes=box + np.array([10.0, 10.0, 10.0, 10.0]))  # same tile: nothing read or encoded
+    assert again.tiles[0] == index and p.tiles.encodings == 1 and len(image.reads) == 1
+    p.predict(boxes=box + 10000)
+    assert p.tiles.encodings == 2 and len(image.reads) == 2
+    p.tile_key(index)  # known from the encoding's read
+    assert len(image.reads) == 2
+
+
+def test_the_byte_budget_drops_the_least_recently_used_tiles(tiny_model):
+    p = predictor(tiny_model, tile_cache_bytes=1)  # keeps only the last tile
+    p.set_image(SpyImage((1000, 1000)))
+    boxes = [np.array([10.0, 10.0, 20.0, 20.0]), np.array([700.0, 700.0, 720.0, 720.0])]
+    for box in boxes + boxes:
+        p.predict(boxes=box)
+    assert p.tiles is not None and p.tiles.encodings == 4
+    roomy = predictor(tiny_model)
+    roomy.set_image(SpyImage((1000, 1000)))
+    for box in boxes + boxes:
+        roomy.predict(boxes=box)
+    assert roomy.tiles is not None and roomy.tiles.encodings == 2
+
+
+def test_small_images_are_encoded_whole_as_before(tiny_model, image16):
+    auto, off = predictor(tiny_model), predictor(tiny_model, tiling="off")
+    just_under = np.tile(image16, (3, 2))[:192, :192]
+    for image in (image16, just_under):
+        auto.set_image(image)
+        off.set_image(image)
+        assert auto.tiles is None and auto.input_size == off.input_size
+        a, b = auto.predict(boxes=[10, 10, 60, 50]), off.predict(boxes=[10, 10, 60, 50])
+        assert isinstance(a.masks, np.ndarray) and a.tiles is None
+        np.testing.assert_array_equal(a.masks, b.masks)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+    auto.set_image(np.tile(image16, (3, 2))[:193, :193])
+    assert auto.tiles is not None and auto.features is None
+
+
+def _picture_in_a_mosaic(image16, window):
+    picture = np.tile(image16, (2, 1))[:128, :128]
+    mosaic = np.random.default_rng(5).integers(0, 4000, (700, 900)).astype(np.uint16)
+    mosaic[window.y0 : window.y1, window.x0 : window.x1] = picture
+    return picture, mosaic
+
+
+def test_a_tile_decodes_as_the_same_picture_alone_and_its_mask_is_pasted_in_place(tiny_model, image16):
+    tiled = predictor(tiny_model)
+    tiled.set_image(np.zeros((700, 900), np.uint16))
+    index = 14
+    window = tiled.tile_grid[index]
+    picture, mosaic = _picture_in_a_mosaic(image16, window)
+    limits = (0.0, 40000.0)
+    tiled.set_image(mosaic, contrast_limits=limits)
+    alone = predictor(tiny_model)
+    alone.set_image(picture, contrast_limits=limits)
+    boxes = np.array([[40.0, 30.0, 80.0, 70.0], [50.0, 45.0, 75.0, 60.0]], np.float32)
+    points = np.array([[[60.0, 50.0]], [[62.0, 52.0]]], np.float32)
+    for kwargs in ({"boxes": boxes}, {"points": points, "point_labels": np.ones((2, 1))}):
+        shifted = {k: v for k, v in kwargs.items()}
+        if "boxes" in kwargs:
+            shifted["boxes"] = boxes + np.array([window.x0, window.y0] * 2, np.float32)
+        else:
+            shifted["points"] = points + np.array([window.x0, window.y0], np.float32)
+        expected, got = (
+            alone.predict(**kwargs, multimask_output=True),
+            tiled.predict(**shifted, multimask_output=True),
+        )
+        assert isinstance(got.masks, CompactMasks) and got.tiles.tolist() == [index, index]
+        placed = np.stack([got.masks[i][:, window.y0 : window.y1, window.x0 : window.x1] for i in range(2)])
+        assert np.mean(placed != expected.masks) < 1e-3  # one bilinear step instead of two: a few edge pixels
+        assert sum(got.masks[i].sum() for i in range(2)) == placed.sum()  # nothing outside the tile
+        np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got.iou, expected.iou, rtol=1e-4, atol=1e-6)
+        assert got.class_names == expected.class_names
+
+
+def test_box_masks_stay_in_their_boxes_across_tile_borders(tiny_model):
+    p = predictor(tiny_model)
+    p.set_image(SpyImage((700, 900)))
+    boxes = np.array([[80.0, 80.0, 180.0, 140.0], [50.0, 60.0, 650.0, 500.0], [90.0, 5.0, 110.0, 30.0]])
+    result = p.predict(boxes=boxes)
+    assert (
+        result.tiles.tolist()[:2] == [-1, -1] and result.tiles[2] >= 0
+    )  # across borders, larger than a tile
+    assert isinstance(result.masks, CompactMasks)
+    for (x0, y0, x1, y1), (x, y, xe, ye) in zip(boxes, result.masks.boxes()):
+        if xe > x:
+            assert (
+                x >= np.floor(x0) and y >= np.floor(y0) and xe <= np.floor(x1) + 1 and ye <= np.floor(y1) + 1
+            )
+    labels = result.masks.paint(np.zeros((700, 900), np.uint16), [1, 2, 3])
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+
+
+def test_tile_states_round_trip_without_encoding(tiny_model):
+    image = SpyImage((600, 800), seed=3)
+    first = predictor(tiny_model)
+    first.set_image(image)
+    box = np.array([300.0, 200.0, 330.0, 240.0])
+    expected = first.predict(boxes=box)
+    index = int(expected.tiles[0])
+    state, key = first.get_tile_embedding(index), first.tile_key(index)
+    assert state["window"] == first.tile_grid[index].bounds and state["input_size"] == (128, 128)
+    second = predictor(tiny_model)
+    second.set_image(image)
+    assert second.tile_key(index) == key and second.tile_key(index + 1) != key
+    second.set_tile_embedding(index, state)
+    got = second.predict(boxes=box)
+    assert second.tiles is not None and second.tiles.encodings == 0
+    np.testing.assert_array_equal(np.asarray(got.masks), np.asarray(expected.masks))
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5)
+    other = predictor(tiny_model)
+    other.set_image(image, contrast_limits=(0, 1000))
+    assert other.tile_key(index) != key  # the contrast is part of what was encoded
+
+
+def test_zarr_and_dask_images_give_the_numpy_result(tiny_model, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    pixels = SpyImage((500, 600))[:, :]
+    on_disk = zarr.open_array(
+        tmp_path / "image.zarr", mode="w", shape=pixels.shape, chunks=(100, 100), dtype="u2"
+    )
+    on_disk[:] = pixels
+    box = np.array([[250.0, 300.0, 290.0, 330.0], [10.0, 10.0, 40.0, 40.0]])
+    results = []
+    for image in (pixels, on_disk, da.from_array(pixels, chunks=100)):
+        p = predictor(tiny_model)
+        p.set_image(image, contrast_limits=(0, 5000))
+        results.append(p.predict(boxes=box))
+    for other in results[1:]:
+        np.testing.assert_array_equal(np.asarray(other.masks), np.asarray(results[0].masks))
+        np.testing.assert_allclose(other.scores, results[0].scores, rtol=1e-6)
+
+
+def test_one_contrast_for_all_tiles_from_a_sample_of_a_lazy_image(tiny_model):
+    image = SpyImage((2000, 2000))
+    p = predictor(tiny_model)
+    p.set_image(image)
+    assert p.tiles is not None
+    lo, hi = p.tiles.tiled.contrast_limits
+    assert 0 <= lo < 200 and 3900 < hi <= 4200  # the pattern spans 0..4192
+    assert OVSAMPredictor(tiny_model).tiling is not None
+    numpy_image = image[:, :]
+    p.set_image(numpy_image)
+    assert p.tiles.tiled.contrast_limits == pytest.approx(
+        tuple(np.percentile(numpy_image, (0.5, 99.5))), abs=2
+    )
+
+
+def test_scale_views_the_image_at_another_resolution(tiny_model):
+    p = predictor(tiny_model, tiling=TileSpec(scale=0.5))
+    image = SpyImage((1000, 1000))
+    p.set_image(image)
+    assert p.tile_grid[0].size == (256, 256) and p.tile_grid[0].input_size == (128, 128)
+    result = p.predict(boxes=np.array([100.0, 100.0, 160.0, 150.0]))
+    assert result.tiles[0] == 0 and image.read_pixels() - 64 * SAMPLE_SIDE**2 <= 256 * 256
+
+
+def test_demo_mosaic_segments_and_names_objects_as_in_their_images():
+    model = build_ovsam("demo", device="cpu")
+    samples = [generate_image(image_rng(11, "val", i), 256) for i in range(4)]
+    for s in samples:
+        lo, hi = np.percentile(s.image, (0.5, 99.5))
+        s.image = (np.clip((s.image - lo) / (hi - lo), 0, 1) * 65535).astype(np.uint16)
+    mosaic = np.full((37 + 512 + 40, 53 + 512 + 40), 0, np.uint16)
+    origins = [(37 + 256 * (i // 2), 53 + 256 * (i % 2)) for i in range(4)]
+    for s, (r, c) in zip(samples, origins):
+        mosaic[r : r + 256, c : c + 256] = s.image
+    tiled, alone = OVSAMPredictor(model), OVSAMPredictor(model)
+    tiled.set_image(mosaic)
+    assert tiled.tiles is not None
+    ious, alone_ious, named, alone_named = [], [], [], []
+    for s, (r, c) in zip(samples, origins):
+        boxes = gt_prompts(s.masks, "box")["boxes"]
+        alone.set_image(s.image)
+        expected = alone.predict(boxes=boxes)
+        got = tiled.predict(boxes=boxes + np.array([c, r, c, r], np.float32))
+        local = np.stack([got.masks[i, 0][r : r + 256, c : c + 256] for i in range(len(boxes))])
+        ious.append(mask_ious(local, s.masks))
+        alone_ious.append(mask_ious(expected.masks[:, 0], s.masks))
+        named.append(got.class_ids == s.labels)
+        alone_named.append(expected.class_ids == s.labels)
+    miou, alone_miou = np.concatenate(ious).mean(), np.concatenate(alone_ious).mean()
+    assert miou > 0.7 and miou >= alone_miou - 0.03
+    assert np.concatenate(named).mean() >= np.concatenate(alone_named).mean() - 0.1
