@@ -58,7 +58,7 @@ class TextEncoder:
 
     def __init__(self, clip_model: nn.Module, tokenizer: Tokenizer, name: str | None = None) -> None:
         if not callable(getattr(clip_model, "encode_text", None)):
-            raise TypeError(f"clip_model must have an encode_text() method, got {type(clip_model).__name__}.")
+            raise ValueError(f"clip_model must have an encode_text() method, got {type(clip_model).__name__}.")
         self.model = clip_model
         self.tokenizer = tokenizer
         self.name = name
@@ -90,7 +90,7 @@ class TextEncoder:
         this shortcut is checked once against ``encode_text()`` and dropped if they disagree.
         """
         if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not a single string.")
+            raise ValueError("texts must be a list of strings, not a single string.")
         texts = list(texts)
         if not texts:
             raise ValueError("texts is empty.")

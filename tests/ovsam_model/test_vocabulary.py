@@ -231,9 +231,9 @@ def test_encode_batches_restore_modes_and_validate(tiny_text_encoder: TextEncode
     assert model.training and model.transformer.training and not model.visual.training
     with pytest.raises(ValueError, match="empty"):
         tiny_text_encoder.encode([])
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="not a single string"):
         tiny_text_encoder.encode("a photo")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="encode_text"):
         TextEncoder(torch.nn.Linear(2, 2), tiny_text_encoder.tokenizer)
 
 
