@@ -32,11 +32,13 @@ from .tiled import (
     TileCallback,
     TiledImage,
     as_image,
+    check_cache_bytes,
     check_whole_size,
     image_size_of,
     predict_tiled,
+    prompt_routes,
 )
-from .tiling import TileSpec, Window
+from .tiling import TileSpec, Window, resolve_tiling
 from .vocabulary import Vocabulary
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "OVSAMPredictor", "Prediction", "TileSpec", "TorchPrediction"]
@@ -83,15 +85,8 @@ class OVSAMPredictor:
             raise ValueError(
                 f"chunk_size must be a whole number >= 1 (or None for the default), got {chunk_size!r}."
             )
-        if not (isinstance(tiling, TileSpec) or tiling in ("auto", "off")):
-            raise ValueError(f'tiling must be "auto", "off" or a TileSpec(...), got {tiling!r}.')
-        if not (_is_int(tile_cache_bytes) and tile_cache_bytes >= 0):
-            raise ValueError(
-                f"tile_cache_bytes must be a whole number of bytes >= 0, got {tile_cache_bytes!r}."
-            )
-        spec = TileSpec() if tiling == "auto" else tiling
-        self.tiling = spec.resolved(model.config.image_size) if isinstance(spec, TileSpec) else None
-        self.tile_cache_bytes = int(tile_cache_bytes)
+        self.tiling = resolve_tiling(tiling, model.config.image_size)
+        self.tile_cache_bytes = check_cache_bytes(tile_cache_bytes)
         self.tiles: TileCache | None = None
         self.on_tile_encode: TileCallback | None = None
         self.model = model
@@ -209,16 +204,26 @@ class OVSAMPredictor:
         check_tile_state(state, self.model.config, index, window)
         cache.put(window, features_from_state(state, self.model.config, self.device))
 
+    def prepare_tiles(
+        self,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+    ) -> list[tuple[int, Window]]:
+        """Encode now (e.g. in a worker thread) every view that ``predict`` with these prompts will decode on,
+        unless it is kept; returns (tile index, window) per prompt, index -1 for a view made for the prompt."""
+        if self.tiles is None:
+            raise ValueError("The image set is not tiled (or none is set): use set_image, then predict.")
+        assert self.original_size is not None
+        routes = prompt_routes(self.tiles, normalize_prompts(points, point_labels, boxes, self.original_size))
+        for index, window in routes:
+            self.tiles.get(window, index)
+        return routes
+
     def _tile(self, index: int) -> tuple[TileCache, Window]:
         if self.tiles is None:
             raise ValueError("The image set is not tiled (or none is set): use get_image_embedding().")
-        grid = self.tiles.tiled.grid
-        if not _is_int(index) or not 0 <= index < len(grid):
-            raise ValueError(
-                f"Tile {index!r} is past the edge of this image's {len(grid)} tiles: give an index from 0 to "
-                f"{len(grid) - 1} (predictor.tile_grid lists them)."
-            )
-        return self.tiles, grid[int(index)]
+        return self.tiles, self.tiles.window(index)
 
     def get_image_embedding(self) -> dict[str, Any]:
         """The cached image state as numpy arrays (``embedding``, ``fpn_0``..``fpn_3``, ``clip_top``) plus the

@@ -58,6 +58,13 @@ def as_image(image: Any) -> Any:
     return np.asarray(image)
 
 
+def check_cache_bytes(value: object) -> int:
+    """The tile cache budget as a whole number of bytes >= 0, else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"tile_cache_bytes must be a whole number of bytes >= 0, got {value!r}.")
+    return int(value)
+
+
 def check_whole_size(size: tuple[int, int]) -> None:
     """Refuse an image too large to be encoded whole (tiling off), with the way to segment it."""
     if size[0] * size[1] > MAX_WHOLE_PIXELS:
@@ -170,6 +177,16 @@ class TileCache:
     def __contains__(self, window: Window) -> bool:
         return window in self._features
 
+    def window(self, index: object) -> Window:
+        """Tile ``index`` of the grid, else a ValueError naming the valid range."""
+        grid = self.tiled.grid
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(grid):
+            raise ValueError(
+                f"Tile {index!r} is past the edge of this image's {len(grid)} tiles: give an index from 0 to "
+                f"{len(grid) - 1} (predictor.tile_grid lists them)."
+            )
+        return grid[int(index)]
+
     def get(self, window: Window, index: int = -1) -> ImageFeatures:
         """The features of ``window``, encoding it when it is not kept."""
         if window in self._features:
@@ -220,8 +237,7 @@ def predict_tiled(
     in the full-image frame with ``CompactMasks``; views are encoded at most once, in order of first use."""
     tiled, model_size = cache.tiled, predictor.model.config.image_size
     vocabulary = predictor._require_vocabulary()
-    extents = prompt_extents(prompts.points, prompts.point_labels, prompts.boxes)
-    routes = [route(extent, tiled.grid, tiled.size, tiled.spec, tiled.bounds) for extent in extents]
+    routes = prompt_routes(cache, prompts)
     groups: dict[Window, list[int]] = {}
     for i, (_, window) in enumerate(routes):
         groups.setdefault(window, []).append(i)
@@ -248,6 +264,13 @@ def predict_tiled(
     result = to_prediction(masks, iou, logits, probs[:, :-1], vocabulary.names, top_k)
     result.tiles = np.array([index for index, _ in routes], np.int64)
     return result
+
+
+def prompt_routes(cache: TileCache, prompts: NumpyPrompts) -> list[tuple[int, Window]]:
+    """(grid index or -1, window) of the view each prompt is decoded on (``tiling.route``)."""
+    tiled = cache.tiled
+    extents = prompt_extents(prompts.points, prompts.point_labels, prompts.boxes)
+    return [route(extent, tiled.grid, tiled.size, tiled.spec, tiled.bounds) for extent in extents]
 
 
 def _view_prompts(

@@ -97,6 +97,16 @@ class TileSpec:
         return max(image_size) * self.scale > self.min_factor * self.tile_size
 
 
+def resolve_tiling(tiling: object, model_size: int) -> TileSpec | None:
+    """``OVSAMPredictor``'s tiling argument ("auto", "off" or a ``TileSpec``) resolved for the model's input
+    size; None for "off"."""
+    if not (isinstance(tiling, TileSpec) or tiling in ("auto", "off")):
+        raise ValueError(f'tiling must be "auto", "off" or a TileSpec(...), got {tiling!r}.')
+    if tiling == "off":
+        return None
+    return (TileSpec() if tiling == "auto" else tiling).resolved(model_size)  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True)
 class Window:
     """A rectangle of the full image, rows y0:y1 and columns x0:x1 (end exclusive), seen by the model as an

@@ -245,3 +245,15 @@ def test_demo_mosaic_segments_and_names_objects_as_in_their_images():
     miou, alone_miou = np.concatenate(ious).mean(), np.concatenate(alone_ious).mean()
     assert miou > 0.7 and miou >= alone_miou - 0.03
     assert np.concatenate(named).mean() >= np.concatenate(alone_named).mean() - 0.1
+
+
+def test_prepare_tiles_encodes_in_advance_what_predict_decodes_on(tiny_model):
+    image = SpyImage((900, 900))
+    p = predictor(tiny_model)
+    p.set_image(image)
+    boxes = np.array([[20.0, 20.0, 40.0, 40.0], [80.0, 80.0, 180.0, 140.0], [700.0, 700.0, 720.0, 730.0]])
+    routes = p.prepare_tiles(boxes=boxes)
+    assert p.tiles is not None and p.tiles.encodings == 3
+    assert [index for index, _ in routes][1] == -1 and all(window in p.tiles for _, window in routes)
+    result = p.predict(boxes=boxes)
+    assert p.tiles.encodings == 3 and result.tiles.tolist() == [index for index, _ in routes]
