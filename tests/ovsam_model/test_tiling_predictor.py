@@ -175,17 +175,20 @@ def test_tile_states_round_trip_without_encoding(tiny_model):
     assert other.tile_key(index) != key  # the contrast is part of what was encoded
 
 
-def test_zarr_and_dask_images_give_the_numpy_result(tiny_model, tmp_path):
+def test_zarr_dask_and_tiff_images_give_the_numpy_result(tiny_model, tmp_path):
     zarr = pytest.importorskip("zarr")
     da = pytest.importorskip("dask.array")
+    tifffile = pytest.importorskip("tifffile")
     pixels = SpyImage((500, 600))[:, :]
     on_disk = zarr.open_array(
         tmp_path / "image.zarr", mode="w", shape=pixels.shape, chunks=(100, 100), dtype="u2"
     )
     on_disk[:] = pixels
+    tifffile.imwrite(tmp_path / "image.tif", pixels, tile=(256, 256))
+    tiff = zarr.open(tifffile.imread(tmp_path / "image.tif", aszarr=True), mode="r")
     box = np.array([[250.0, 300.0, 290.0, 330.0], [10.0, 10.0, 40.0, 40.0]])
     results = []
-    for image in (pixels, on_disk, da.from_array(pixels, chunks=100)):
+    for image in (pixels, on_disk, da.from_array(pixels, chunks=100), tiff):
         p = predictor(tiny_model)
         p.set_image(image, contrast_limits=(0, 5000))
         results.append(p.predict(boxes=box))
