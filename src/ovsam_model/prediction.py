@@ -26,7 +26,8 @@ class CompactMasks:
 
     crops: N bool arrays (M, h_i, w_i), M masks per object (best first), cropped to the bounding box of the
     object's M masks together (h_i = w_i = 0 when all are empty). offsets: int64 (N, 2), the (row, col) of
-    each crop's top-left pixel in the full image. image_size: (H, W) of the full image.
+    each crop's top-left pixel in the full image. image_size: (H, W) of the full image. masks_per_object: M
+    (default: that of the first crop; give it for N = 0).
 
     It behaves as a read-only bool (N, M, H, W) array where that is affordable: ``masks[i]`` and
     ``masks[i, m]`` build one object's full-size masks, ``np.asarray(masks)`` / ``masks[:, 0]`` /
@@ -37,11 +38,18 @@ class CompactMasks:
     dtype = np.dtype(bool)
     ndim = 4
 
-    def __init__(self, crops: Sequence[np.ndarray], offsets: np.ndarray, image_size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        crops: Sequence[np.ndarray],
+        offsets: np.ndarray,
+        image_size: tuple[int, int],
+        masks_per_object: int | None = None,
+    ) -> None:
         self.crops = list(crops)
         self.offsets = np.asarray(offsets, np.int64).reshape(len(self.crops), 2)
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.masks_per_object = int(self.crops[0].shape[0]) if self.crops else 1
+        default = int(self.crops[0].shape[0]) if self.crops else 1
+        self.masks_per_object = default if masks_per_object is None else int(masks_per_object)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

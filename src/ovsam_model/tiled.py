@@ -91,13 +91,15 @@ def image_contrast_limits(image: Any, contrast_limits: Sequence[float] | None) -
     dtype = np.dtype(image.dtype)
     if dtype.kind == "b" or dtype == np.uint8:
         return None
+    channels = slice(0, 3) if len(image.shape) == 3 and image.shape[2] >= 4 else slice(None)  # alpha: dropped
     if isinstance(image, np.ndarray):
-        return contrast_limits_of(image)
+        return contrast_limits_of(image[..., channels] if image.ndim == 3 else image)
     height, width = image.shape[:2]
     patches = []
     for y in _sample_starts(height):
         for x in _sample_starts(width):
-            patches.append(np.asarray(image[y : y + SAMPLE_SIDE, x : x + SAMPLE_SIDE]).reshape(-1))
+            patch = np.asarray(image[y : y + SAMPLE_SIDE, x : x + SAMPLE_SIDE])
+            patches.append((patch[..., channels] if patch.ndim == 3 else patch).reshape(-1))
     return contrast_limits_of(np.concatenate(patches))
 
 
@@ -260,7 +262,7 @@ def predict_tiled(
             crops[i], offsets[i] = paste_mask(part.low_res_logits[row], window, model_size, box)
         logits[members] = part.low_res_logits.to(torch.float16).cpu()
         iou[members], probs[members] = part.iou.float().cpu(), part.probabilities.float().cpu()
-    masks = CompactMasks(crops, offsets, tiled.size)
+    masks = CompactMasks(crops, offsets, tiled.size, m)
     result = to_prediction(masks, iou, logits, probs[:, :-1], vocabulary.names, top_k)
     result.tiles = np.array([index for index, _ in routes], np.int64)
     return result

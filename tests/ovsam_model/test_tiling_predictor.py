@@ -260,3 +260,14 @@ def test_prepare_tiles_encodes_in_advance_what_predict_decodes_on(tiny_model):
     assert [index for index, _ in routes][1] == -1 and all(window in p.tiles for _, window in routes)
     result = p.predict(boxes=boxes)
     assert p.tiles.encodings == 3 and result.tiles.tolist() == [index for index, _ in routes]
+
+
+def test_no_prompts_and_rgba_images_on_a_tiled_image(tiny_model):
+    p = predictor(tiny_model)
+    rgba = np.random.default_rng(0).integers(0, 3000, (400, 500, 4)).astype(np.uint16)
+    rgba[..., 3] = 65535  # alpha is dropped: it must not stretch the contrast limits
+    p.set_image(rgba)
+    assert p.tiles is not None and p.tiles.tiled.contrast_limits[1] < 3000
+    empty = p.predict(boxes=np.zeros((0, 4)), multimask_output=True)
+    assert len(empty) == 0 and empty.masks.shape == (0, 3, 400, 500) and empty.tiles.shape == (0,)
+    assert p.predict(boxes=[10, 10, 50, 50]).masks.shape == (1, 1, 400, 500)
