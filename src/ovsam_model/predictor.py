@@ -300,10 +300,10 @@ class OVSAMPredictor:
             top_k: how many alternative classes to return.
         """
         if self.tiles is not None:  # each prompt on its tile, masks cropped to their boxes
-            self._require_vocabulary()
+            names = self._require_vocabulary().names
             assert self.original_size is not None
             prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
-            return predict_tiled(self, self.tiles, prompts, multimask_output, check_top_k(top_k))
+            return predict_tiled(self, self.tiles, prompts, names, multimask_output, check_top_k(top_k))
         features = self._require_image()
         vocabulary = self._require_vocabulary()
         assert self.original_size is not None and self.input_size is not None

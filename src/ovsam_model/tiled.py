@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .image import check_contrast_limits, check_image, contrast_limits_of, to_model_rgb
-from .modeling.ovsam import ImageFeatures
-from .prediction import CompactMasks, Prediction, to_prediction
+from .modeling.ovsam import OVSAM, ImageFeatures
+from .prediction import CompactMasks, Prediction, TorchPrediction, to_prediction
 from .prompts import NumpyPrompts, PromptSet
 from .tiling import (
     TileSpec,
@@ -33,10 +33,7 @@ from .tiling import (
     tile_grid,
 )
 
-if TYPE_CHECKING:  # type-only: the predictor imports this module
-    from .predictor import OVSAMPredictor
-
-# Tile features kept in memory by default (about 5 tiles of a 1024 px model, hundreds of the demo model's).
+# Tile features kept in memory by default: 3 tiles of ovsam_rn50x16 (137 MiB each), 600 of demo (0.85 MiB).
 DEFAULT_TILE_CACHE_BYTES = 512 * 1024**2
 # Contrast limits of a lazy image: percentiles of SAMPLE_GRID x SAMPLE_GRID patches of SAMPLE_SIDE pixels on
 # an even grid (at most 262,144 pixels, read from at most 64 places: never the whole image).
@@ -46,6 +43,20 @@ SAMPLE_GRID, SAMPLE_SIDE = 8, 64
 MAX_WHOLE_PIXELS = 2**28
 
 TileCallback = Callable[[int, Window], None]
+
+
+class TileDecoder(Protocol):
+    """What the tiled path needs of ``OVSAMPredictor`` (a protocol, so that this module does not import it)."""
+
+    model: OVSAM
+    clean_masks: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def predict_torch(
+        self, features: ImageFeatures, prompts: PromptSet, *, multimask_output: bool = False
+    ) -> TorchPrediction: ...
 
 
 def as_image(image: Any) -> Any:
@@ -233,12 +244,16 @@ def _feature_bytes(features: ImageFeatures) -> int:
 
 
 def predict_tiled(
-    predictor: OVSAMPredictor, cache: TileCache, prompts: NumpyPrompts, multimask_output: bool, top_k: int
+    predictor: TileDecoder,
+    cache: TileCache,
+    prompts: NumpyPrompts,
+    names: Sequence[str],
+    multimask_output: bool,
+    top_k: int,
 ) -> Prediction:
     """Decode and name each prompt on its view (``tiling.route``) and paste its mask back: a ``Prediction``
     in the full-image frame with ``CompactMasks``; views are encoded at most once, in order of first use."""
     tiled, model_size = cache.tiled, predictor.model.config.image_size
-    vocabulary = predictor._require_vocabulary()
     routes = prompt_routes(cache, prompts)
     groups: dict[Window, list[int]] = {}
     for i, (_, window) in enumerate(routes):
@@ -249,7 +264,7 @@ def predict_tiled(
     crops: list[np.ndarray] = [np.zeros((m, 0, 0), bool)] * n
     offsets = np.zeros((n, 2), np.int64)
     logits = torch.zeros(n, m, side, side, dtype=torch.float16)
-    iou, probs = torch.zeros(n, m), torch.zeros(n, len(vocabulary) + 1)
+    iou, probs = torch.zeros(n, m), torch.zeros(n, len(names) + 1)
     for window, members in groups.items():
         features = cache.get(window, routes[members[0]][0])
         part = predictor.predict_torch(
@@ -263,7 +278,7 @@ def predict_tiled(
         logits[members] = part.low_res_logits.to(torch.float16).cpu()
         iou[members], probs[members] = part.iou.float().cpu(), part.probabilities.float().cpu()
     masks = CompactMasks(crops, offsets, tiled.size, m)
-    result = to_prediction(masks, iou, logits, probs[:, :-1], vocabulary.names, top_k)
+    result = to_prediction(masks, iou, logits, probs[:, :-1], names, top_k)
     result.tiles = np.array([index for index, _ in routes], np.int64)
     return result
 
