@@ -298,6 +298,10 @@ class OVSAMPredictor:
                 then has its points and its box.
             multimask_output: return 3 candidate masks per object (sorted by predicted IoU, best first).
             top_k: how many alternative classes to return.
+
+        Returns a ``Prediction`` in the original-image frame: dense bool (N, M, H, W) masks for an image
+        encoded whole; for a tiled image, each prompt is decoded and named on its tile (``tiling.route``) and
+        the masks are ``CompactMasks`` (cropped to their boxes, ``.paint(labels, ids)`` for label images).
         """
         if self.tiles is not None:  # each prompt on its tile, masks cropped to their boxes
             names = self._require_vocabulary().names

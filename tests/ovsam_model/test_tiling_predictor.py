@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -271,3 +273,19 @@ def test_no_prompts_and_rgba_images_on_a_tiled_image(tiny_model):
     empty = p.predict(boxes=np.zeros((0, 4)), multimask_output=True)
     assert len(empty) == 0 and empty.masks.shape == (0, 3, 400, 500) and empty.tiles.shape == (0,)
     assert p.predict(boxes=[10, 10, 50, 50]).masks.shape == (1, 1, 400, 500)
+
+
+def test_a_thousand_prompts_on_a_16k_image_allocate_no_full_size_mask(tiny_model):
+    p = predictor(tiny_model)
+    p.set_image(SpyImage((16384, 16384)))
+    rng = np.random.default_rng(0)
+    corners = rng.choice([1000.0, 9000.0], (1000, 2)) + rng.uniform(0, 20, (1000, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(8, 18, (1000, 2))], axis=1)
+    tracemalloc.start()
+    result = p.predict(boxes=boxes)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(result) == 1000 and result.masks.shape == (1000, 1, 16384, 16384)
+    assert p.tiles is not None and p.tiles.encodings == 4  # the prompts sit in four tiles
+    assert peak < 64 * 1024**2  # one full-size bool mask alone is 256 MiB
+    assert all(crop.shape[1] <= 20 and crop.shape[2] <= 20 for crop in result.masks.crops)
