@@ -169,7 +169,8 @@ class TileCache:
     """Encoded views of one ``TiledImage``: encoded on first use, least recently used dropped past max_bytes
     (the most recent one is always kept). encodings: views encoded so far; encoding: (index, window) of the
     view being encoded, else None; notify(index, window) is called just before each encoding (index -1 for a
-    view made for one prompt)."""
+    view made for one prompt). Not thread-safe: use it from one thread at a time (a shallow copy of the
+    predictor shares it; give a worker its own predictor and move states with get/set_tile_embedding)."""
 
     def __init__(
         self,
