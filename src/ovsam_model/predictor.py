@@ -146,18 +146,16 @@ class OVSAMPredictor:
         image = np.asarray(image)
         tensor = self.prepare_image(image, contrast_limits)
         self.reset_image()
-        self.features = self.model.encode_image(tensor[None].to(self.device))
+        self.features = self._encode(tensor)
         self.original_size = (int(image.shape[0]), int(image.shape[1]))
         self.input_size = (int(tensor.shape[1]), int(tensor.shape[2]))
-        if self.device.type == "cpu":
-            release_freed_memory()  # the encoder's freed activations, before decoding allocates
 
     @torch.no_grad()
     def _encode(self, tensor: torch.Tensor) -> ImageFeatures:
-        """One model input [3, h, w] -> its features (a tile of a tiled image)."""
+        """One model input [3, h, w] (an image or a tile) -> its features."""
         features = self.model.encode_image(tensor[None].to(self.device))
         if self.device.type == "cpu":
-            release_freed_memory()
+            release_freed_memory()  # the encoder's freed activations, before decoding allocates
         return features
 
     def _notify_tile(self, index: int, window: Window) -> None:
