@@ -16,6 +16,7 @@ Models: ``demo`` (its own weights) and any config with random weights (``--model
 cost does not depend on the weights).
 
     python benchmarks/bench_tiling_latency.py [--models demo ovsam_rn50x16] [--side 16384] [--rounds 5]
+        [--image /tmp/mosaic.zarr]   # written there the first time, reused after
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def latency(model, image, rounds: int, rng: np.random.Generator) -> dict[str, fl
     tensor = torch.rand(1, 3, size, size) * 255
     box = np.array([size * 0.4, size * 0.4, size * 0.55, size * 0.6])
     times: dict[str, list[float]] = {"small": [], "encode": [], "first": [], "again": []}
-    side = image.shape[0]
+    side = min(image.shape)
     for round_ in range(rounds + 1):  # round 0 warms up
         x, y = rng.uniform(0, side - size, 2)
         start = time.perf_counter()
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per model")
     p.add_argument("--objects", type=int, default=50, help="objects annotated for the memory peak")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--image", type=Path, default=None, help="zarr image to reuse (written there if missing)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     import zarr
@@ -150,11 +152,17 @@ def main(argv: list[str] | None = None) -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        image = write_image(Path(folder) / "image.zarr", args.side)
-        print(
-            f"{args.side}x{args.side} uint16 zarr image ({CHUNK} px chunks) "
-            f"written in {time.perf_counter() - start:.0f} s"
-        )
+        if args.image is not None and args.image.exists():
+            image = zarr.open_array(args.image, mode="r")
+            print(
+                f"{image.shape[1]}x{image.shape[0]} {image.dtype} zarr image {args.image} ({image.chunks} chunks)"
+            )
+        else:
+            image = write_image(args.image or Path(folder) / "image.zarr", args.side)
+            print(
+                f"{args.side}x{args.side} uint16 zarr image ({CHUNK} px chunks) "
+                f"written in {time.perf_counter() - start:.0f} s"
+            )
         for name in args.models:
             model = build(name)
             t = latency(model, image, args.rounds, np.random.default_rng(1))
