@@ -117,6 +117,25 @@ class CompactMasks:
         return labels
 
 
+def paint_labels(
+    masks: np.ndarray | CompactMasks,
+    labels: Any,
+    ids: Sequence[int],
+    *,
+    mask_index: int = 0,
+    only_background: bool = False,
+) -> Any:
+    """Paint a ``Prediction``'s masks of either form into a label image (H, W) (numpy, zarr, ...) with
+    ``ids[i]`` for object i, in order; see ``CompactMasks.paint``. Returns ``labels``."""
+    if not isinstance(masks, CompactMasks):
+        dense = np.asarray(masks, bool)
+        if dense.ndim != 4:
+            raise ValueError(f"masks must be (N, M, H, W) or CompactMasks, got shape {dense.shape}.")
+        offsets = np.zeros((len(dense), 2), np.int64)
+        masks = CompactMasks(list(dense), offsets, dense.shape[2:], dense.shape[1])
+    return masks.paint(labels, ids, mask_index=mask_index, only_background=only_background)
+
+
 @dataclass
 class Prediction:
     """Result of ``OVSAMPredictor.predict`` for N prompts (objects).
@@ -128,9 +147,9 @@ class Prediction:
         (N, M, 4g, 4g) mask logits in the padded model-input frame (g = embedding grid; float16 halves what
         thousands of prompts hold, and the masks are thresholded from the float32 logits before rounding).
 
-    For a tiled image, masks is a ``CompactMasks`` (each object cropped to its box, with a ``paint`` helper for
-    label images; it indexes like the dense array where that fits in memory), low_res_logits are in the
-    padded input frame of the view each object was decoded on, and tiles gives that view: (N,) int64 grid
+    For a tiled image, masks is a ``CompactMasks`` (each object cropped to its box; it indexes like the dense
+    array where that fits in memory; ``paint_labels`` paints either form into a label image), low_res_logits
+    are in the padded input frame of the view each object was decoded on, and tiles gives that view: (N,) int64 grid
     tile index, -1 for a view made for the prompt (see ``ovsam_model.tiling.route``). Untiled: tiles is None.
     """
 

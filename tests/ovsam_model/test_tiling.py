@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ovsam_model import prediction
-from ovsam_model.prediction import CompactMasks
+from ovsam_model.prediction import CompactMasks, paint_labels
 from ovsam_model.tiled import paste_mask
 from ovsam_model.tiling import (
     TileSpec,
@@ -202,3 +202,14 @@ def test_dense_masks_past_the_memory_limit_are_refused(monkeypatch):
     monkeypatch.setattr(prediction, "MAX_DENSE_BYTES", 10)
     with pytest.raises(ValueError, match="paint them into a label image"):
         np.asarray(_compact())
+
+
+def test_paint_labels_takes_either_mask_form():
+    compact = _compact()
+    dense = compact.dense()
+    from_dense = paint_labels(dense, np.zeros((5, 6), np.uint16), [4, 7, 8])
+    from_compact = paint_labels(compact, np.zeros((5, 6), np.uint16), [4, 7, 8])
+    np.testing.assert_array_equal(from_dense, from_compact)
+    assert set(np.unique(from_dense)) == {0, 4, 7}
+    with pytest.raises(ValueError, match="one label id per object"):
+        paint_labels(dense, np.zeros((5, 6), np.uint16), [1])
