@@ -62,6 +62,19 @@ def crosses_tile_edge(box: np.ndarray, grid: list[Window], shape: tuple[int, int
     return any(x0 < x < x1 for x in xs) or any(y0 < y < y1 for y in ys)
 
 
+def mosaic_ious(result, masks: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    """IoU of mosaic-frame predicted masks with an image's (N, S, S) masks placed at ``origin`` (row, col);
+    predicted pixels outside the image count as false positives."""
+    (r, c), size = origin, masks.shape[-1]
+    got = np.stack([result.masks[i, 0][r : r + size, c : c + size] for i in range(len(masks))])
+    outside = np.array([result.masks[i, 0].sum() for i in range(len(masks))]) - got.reshape(
+        len(masks), -1
+    ).sum(1)
+    inter = (got & masks).reshape(len(masks), -1).sum(1)
+    union = (got | masks).reshape(len(masks), -1).sum(1) + outside
+    return inter / np.maximum(union, 1)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="demo", help="model config or checkpoint with its own vocabulary")
@@ -89,7 +102,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     raw_tiled = OVSAMPredictor(model, tiling=spec)
 
-    ious: dict[str, list[np.ndarray]] = {"alone": [], "mosaic": [], "untiled": [], "raw": []}
+    ious: dict[str, list[np.ndarray]] = {
+        "alone": [],
+        "mosaic": [],
+        "untiled": [],
+        "raw": [],
+        "points alone": [],
+        "points mosaic": [],
+    }
     correct: dict[str, list[np.ndarray]] = {k: [] for k in ious}
     crossing: list[bool] = []
     started = time.perf_counter()
@@ -106,14 +126,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         shifted = boxes + np.array([c, r, c, r], np.float32)
         for name, predictor in (("mosaic", tiled), ("untiled", whole), ("raw", raw_tiled)):
             result = predictor.predict(boxes=shifted)
-            got = np.stack(
-                [result.masks[i, 0][r : r + args.size, c : c + args.size] for i in range(len(boxes))]
-            )
-            outside = [result.masks[i, 0].sum() - got[i].sum() for i in range(len(boxes))]  # false positives
-            inter = (got & sample.masks).reshape(len(boxes), -1).sum(1)
-            union = (got | sample.masks).reshape(len(boxes), -1).sum(1) + np.asarray(outside)
-            ious[name].append(inter / np.maximum(union, 1))
+            ious[name].append(mosaic_ious(result, sample.masks, (r, c)))
             correct[name].append(result.class_ids == sample.labels)
+        clicks = gt_prompts(sample.masks, "point")  # one interior point per object
+        result = alone.predict(clicks["points"], clicks["point_labels"])
+        ious["points alone"].append(mask_ious(result.masks[:, 0], sample.masks))
+        correct["points alone"].append(result.class_ids == sample.labels)
+        result = tiled.predict(clicks["points"] + np.array([c, r], np.float32), clicks["point_labels"])
+        ious["points mosaic"].append(mosaic_ious(result, sample.masks, (r, c)))
+        correct["points mosaic"].append(result.class_ids == sample.labels)
         crossing.extend(crosses_tile_edge(b, grid, mosaic.shape) for b in shifted)
     seconds = time.perf_counter() - started
 
@@ -128,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"model {model.config.name} ({model.config.image_size} px input); {len(iou['alone'])} objects; "
         f"{len(grid)} tiles"
     )
-    print(f"{'':<32}{'box mIoU':>10}{'named right':>13}")
+    print(f"{'box prompts':<32}{'mIoU':>10}{'named right':>13}")
     labels = {
         "alone": "each image alone",
         "mosaic": "mosaic, tiled",
@@ -139,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"{label:<32}{iou[key].mean():>10.3f}{acc[key]:>12.1f}%")
     delta_iou, delta_acc = iou["mosaic"].mean() - iou["alone"].mean(), acc["mosaic"] - acc["alone"]
     print(f"{'tiled - alone':<32}{delta_iou:>+10.3f}{delta_acc:>+12.1f}   (target: >= -0.02, >= -2)")
+    print(f"{'point prompts (one click)':<32}")
+    for key, label in (("points alone", "each image alone"), ("points mosaic", "mosaic, tiled")):
+        print(f"{label:<32}{iou[key].mean():>10.3f}{acc[key]:>12.1f}%")
     if cross.any() and (~cross).any():
         gap = iou["mosaic"][cross].mean() - iou["mosaic"][~cross].mean()
         print(
