@@ -50,6 +50,7 @@ class TileDecoder(Protocol):
 
     model: OVSAM
     clean_masks: bool
+    chunk_size: int
 
     @property
     def device(self) -> torch.device: ...
@@ -266,18 +267,20 @@ def predict_tiled(
     offsets = np.zeros((n, 2), np.int64)
     logits = torch.zeros(n, m, side, side, dtype=torch.float16)
     iou, probs = torch.zeros(n, m), torch.zeros(n, len(names) + 1)
-    for window, members in groups.items():
-        features = cache.get(window, routes[members[0]][0])
-        part = predictor.predict_torch(
-            features,
-            _view_prompts(prompts, members, window, predictor.device),
-            multimask_output=multimask_output,
-        )
-        for row, i in enumerate(members):
-            box = prompts.boxes[i] if predictor.clean_masks and prompts.boxes is not None else None
-            crops[i], offsets[i] = paste_mask(part.low_res_logits[row], window, model_size, box)
-        logits[members] = part.low_res_logits.to(torch.float16).cpu()
-        iou[members], probs[members] = part.iou.float().cpu(), part.probabilities.float().cpu()
+    for window, group in groups.items():
+        features = cache.get(window, routes[group[0]][0])
+        for start in range(0, len(group), predictor.chunk_size):  # chunk by chunk: float logits of a few only
+            members = group[start : start + predictor.chunk_size]
+            part = predictor.predict_torch(
+                features,
+                _view_prompts(prompts, members, window, predictor.device),
+                multimask_output=multimask_output,
+            )
+            for row, i in enumerate(members):
+                box = prompts.boxes[i] if predictor.clean_masks and prompts.boxes is not None else None
+                crops[i], offsets[i] = paste_mask(part.low_res_logits[row], window, model_size, box)
+            logits[members] = part.low_res_logits.to(torch.float16).cpu()
+            iou[members], probs[members] = part.iou.float().cpu(), part.probabilities.float().cpu()
     masks = CompactMasks(crops, offsets, tiled.size, m)
     result = to_prediction(masks, iou, logits, probs[:, :-1], names, top_k)
     result.tiles = np.array([index for index, _ in routes], np.int64)

@@ -289,3 +289,18 @@ def test_a_thousand_prompts_on_a_16k_image_allocate_no_full_size_mask(tiny_model
     assert p.tiles is not None and p.tiles.encodings == 4  # the prompts sit in four tiles
     assert peak < 64 * 1024**2  # one full-size bool mask alone is 256 MiB
     assert all(crop.shape[1] <= 20 and crop.shape[2] <= 20 for crop in result.masks.crops)
+
+
+def test_tiled_decoding_in_chunks_equals_one_chunk(tiny_model):
+    image = SpyImage((700, 700), seed=1)
+    rng = np.random.default_rng(4)
+    corners = rng.uniform(0, 640, (9, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(10, 50, (9, 2))], axis=1)
+    results = []
+    for chunk in (2, 64):
+        p = predictor(tiny_model, chunk_size=chunk)
+        p.set_image(image)
+        results.append(p.predict(boxes=boxes, multimask_output=True))
+    np.testing.assert_array_equal(np.asarray(results[0].masks), np.asarray(results[1].masks))
+    np.testing.assert_allclose(results[0].scores, results[1].scores, rtol=1e-5)
+    np.testing.assert_array_equal(results[0].tiles, results[1].tiles)
