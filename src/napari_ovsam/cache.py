@@ -2,12 +2,16 @@
 
 What is cached is the state dict of ``OVSAMPredictor.get_image_embedding()``: float arrays (``embedding``,
 ``fpn_0``..``fpn_3``, ``clip_top``) and tuples (``original_size``, ``input_size``); other arrays (kept exactly),
-tuples and JSON scalars are kept as well. ``predictor.set_image_embedding(cache.get(key))`` restores it.
+tuples and JSON scalars are kept as well. ``predictor.set_image_embedding(cache.get(key))`` restores it. The
+tiles of large images are entries too: the state of ``predictor.get_tile_embedding(index)`` (the same arrays,
+``input_size`` and the tile's ``window``), restored by ``predictor.set_tile_embedding(index, state)``.
 
 Keys are ``(model fingerprint, content hash)`` pairs (:func:`make_key`): :func:`model_fingerprint` names the
 model's configuration and weights, :func:`content_hash` the slice's pixels, shape, dtype and the contrast
-limits used to map it to the model's input. The same slice of the same file under the same model and contrast
-gives the same key in any session, so reopening a stack reuses the embeddings computed before.
+limits used to map it to the model's input. A tile's content hash is ``predictor.tile_key(index)`` (its
+geometry, scale, contrast limits and pixels; see :mod:`napari_ovsam.tiles`). The same slice (or tile) of the
+same file under the same model and contrast gives the same key in any session, so reopening a stack or a large
+image reuses the embeddings computed before.
 
 Disk layout (format version 3; :mod:`napari_ovsam.cache_store` reads and writes it): a folder marked as a
 cache by ``napari-ovsam-cache.json``, one sub-folder per model (``<blake2b(fingerprint)>/``, its fingerprint
@@ -158,6 +162,14 @@ class EmbeddingCache:
         if state is not None:
             self._remember(key, state)
         return state
+
+    def peek(self, key: CacheKey) -> State | None:
+        """The state under ``key`` if it is in memory, else None: never reads a file (for the GUI thread)."""
+        key = _check_key(key)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        return None
 
     def put(self, key: CacheKey, state: Mapping[str, Any]) -> None:
         """Store a state (arrays, tuples, JSON scalars) in memory and, with a folder, on disk (once per key:

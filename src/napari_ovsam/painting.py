@@ -3,7 +3,9 @@
 Arrays: ``labels`` is any (..., H, W) integer array supporting basic slicing reads and writes: numpy, zarr, a
 napari Labels layer's ``data``. Only the bounding box of a commit on one slice is read and written, so a zarr
 stack is touched chunk by chunk and never materialised. Masks are (N, H, W) bool in (row, col) pixel order,
-the same frame as the labels slice (the model returns them that way).
+the same frame as the labels slice (the model returns them that way). Masks of tiled (large) slices come
+cropped to their objects (``results.CroppedMasks``): :func:`paint_cropped_masks` paints them object by object,
+each reading and writing only its own box, with one undo record per object.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 PaintMode = Literal["keep", "overwrite"]
+LABEL_BAND_ROWS = 1024  # rows of a large 2D labels array read at once (when it has no chunks)
 
 
 @dataclass
@@ -59,7 +62,11 @@ def max_label(labels: Any) -> int:
     if getattr(labels, "nchunks_initialized", None) == 0:
         return int(getattr(labels, "fill_value", 0) or 0)
     if labels.ndim <= 2:
-        return int(np.asarray(labels[...]).max(initial=0))
+        band = int((getattr(labels, "chunks", None) or (LABEL_BAND_ROWS,))[0]) if labels.ndim == 2 else 0
+        if labels.ndim < 2 or labels.shape[0] <= band:
+            return int(np.asarray(labels[...]).max(initial=0))
+        rows = range(0, int(labels.shape[0]), max(band, 1))  # a large 2D array: one band of chunks at a time
+        return max(int(np.asarray(labels[r : r + band]).max(initial=0)) for r in rows)
     return max((max_label(labels[i]) for i in range(labels.shape[0])), default=0)
 
 
@@ -137,6 +144,61 @@ def paint_masks(
         empty_ids=tuple(empty),
         feature_rows=rows,
     )
+
+
+def paint_cropped_masks(
+    labels: Any,
+    masks: Any,
+    ids: Sequence[int],
+    *,
+    slice_index: tuple[int, ...] = (),
+    mode: PaintMode = "keep",
+    feature_rows: Sequence[dict[str, Any]] | None = None,
+) -> list[CommitRecord]:
+    """Paint cropped object masks (``results.CroppedMasks``: crops and their (row, col) offsets) into one
+    slice, object by object, each reading and writing only its crop's box; one undo record per object that
+    painted something (the last one lists the ids that painted nothing in ``empty_ids``).
+
+    The rules of :func:`paint_masks`: masks in order, the first one keeps a pixel two of them claim, and
+    ``mode="keep"`` never overwrites a label that was there before the commit.
+    """
+    ids_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+    shape_only = np.broadcast_to(np.zeros((), bool), (len(masks.crops), *masks.image_size))  # no memory
+    _check_paint_args(labels, shape_only, ids_arr, slice_index, mode)
+    rows_by_id = {int(r["label_id"]): dict(r) for r in (feature_rows or [])}
+    records: list[CommitRecord] = []
+    empty: list[int] = []
+    painted: list[int] = []  # ids of this commit: later objects never take their pixels
+    for crop, (r, c), label_id in zip(masks.crops, masks.offsets, ids_arr):
+        if not crop.any():
+            empty.append(int(label_id))
+            continue
+        bbox = (int(r), int(r) + crop.shape[0], int(c), int(c) + crop.shape[1])
+        key = (*slice_index, slice(bbox[0], bbox[1]), slice(bbox[2], bbox[3]))
+        before = np.array(labels[key], copy=True)
+        taken = before != 0 if mode == "keep" else np.isin(before, painted)
+        region = crop & ~taken
+        if not region.any():
+            empty.append(int(label_id))
+            continue
+        after = before.copy()
+        after[region] = label_id
+        labels[key] = after
+        painted.append(int(label_id))
+        records.append(
+            CommitRecord(
+                slice_index=tuple(slice_index),
+                bbox=bbox,
+                changed=region,
+                old_values=before[region],
+                new_values=after[region],
+                label_ids=(int(label_id),),
+                feature_rows=[rows_by_id[int(label_id)]] if int(label_id) in rows_by_id else [],
+            )  # fmt: skip
+        )
+    if records:
+        records[-1].empty_ids = tuple(empty)
+    return records
 
 
 def _check_paint_args(

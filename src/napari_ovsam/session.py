@@ -5,10 +5,16 @@ It holds the predictor, the vocabulary and its ``unknown`` threshold, the embedd
 (:class:`LabelsTarget`: the labels array, its features table, the undo history and where class names are
 drawn); one of them is the :attr:`~AnnotationSession.target` being written.
 
-Threads: everything may run on the GUI thread except :meth:`ensure_embedding`, :meth:`iter_precompute` and
-:meth:`iter_propagate`, which run the image encoder and belong in a worker. Each of those uses its own shallow
-copy of the predictor (the model is shared, the per-image state is not), the cache is guarded by a lock, and
-writes to the labels take a lock that :meth:`commit` and :meth:`undo` refuse to wait for (:class:`SessionBusy`).
+Large slices (those the predictor tiles, see :mod:`napari_ovsam.tiles`) are read and encoded tile by tile where
+prompts are: :meth:`segment` on the GUI thread raises :class:`~napari_ovsam.tiles.TilesNeeded` when a prompt
+needs a tile that is not encoded, and :meth:`iter_tiles` encodes it in a worker; their masks come back cropped
+(:class:`~napari_ovsam.results.CroppedMasks`) and are painted object by object.
+
+Threads: everything may run on the GUI thread except :meth:`ensure_embedding`, :meth:`iter_precompute`,
+:meth:`iter_tiles` and :meth:`iter_propagate`, which run the image encoder and belong in a worker. Each of
+those uses its own shallow copy of the predictor (the model is shared, the per-image state is not; a tiled
+slice's copy is shared under its lock), the cache is guarded by a lock, and writes to the labels take a lock
+that :meth:`commit` and :meth:`undo` refuse to wait for (:class:`SessionBusy`).
 
 Coordinates: slices are named by ``slice_index``, the tuple of leading (non-spatial) indices of the image
 layer (``()`` for 2D); masks are (H, W) in (row, col); prompts cross into the model's (x, y) frame only in
@@ -20,7 +26,8 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +43,27 @@ from .prompts import GroupRule, ObjectPrompt, batch_prompts, collect_prompts
 from .propagation import PropagationSettings, PropagationStep, propagate_objects
 from .results import ObjectResults, SliceIndex
 from .targets import CommitGroup, LabelsTarget
+from .tiles import (
+    TiledSlice,
+    TilesNeeded,
+    iter_prepare,
+    iter_tile_states,
+    predict_objects,
+    slice_view,
+    tiles_slices_of,
+)
 from .validation import (
     check_contrast_limits,
     check_image,
     check_labels,
+    check_multiscale,
     check_settings,
     check_slice_index,
     check_threshold,
 )
 
-__all__ = ["AnnotationSession", "EmbeddingInfo", "SessionBusy"]
+__all__ = ["AnnotationSession", "EmbeddingInfo", "SessionBusy", "TilesNeeded"]
+MAX_TILED_SLICES = 2  # tiled slices whose predictor (and its encoded tiles) is kept
 
 
 class SessionBusy(RuntimeError):
@@ -54,11 +72,13 @@ class SessionBusy(RuntimeError):
 
 @dataclass
 class EmbeddingInfo:
-    """What :meth:`AnnotationSession.ensure_embedding` did: ``computed`` is False on a cache hit."""
+    """What :meth:`AnnotationSession.ensure_embedding` did: ``computed`` is False on a cache hit; ``tiles``:
+    the tile count of a tiled slice (nothing encoded yet: tiles are encoded where prompts are), else 0."""
 
     key: CacheKey
     computed: bool
     seconds: float
+    tiles: int = 0
 
 
 class AnnotationSession:
@@ -94,6 +114,7 @@ class AnnotationSession:
         self.target: LabelsTarget | None = None
         self._targets: list[LabelsTarget] = []  # every attached labels array, with its history
         self._keys: dict[SliceIndex, CacheKey] = {}
+        self._tiled: OrderedDict[SliceIndex, TiledSlice] = OrderedDict()  # tiled slices, last used last
         self._failures: dict[SliceIndex, str] = {}  # slices whose embedding failed in this setting
         self._restored: CacheKey | None = None
         self._cache_lock = threading.Lock()
@@ -107,7 +128,12 @@ class AnnotationSession:
         """Use another model; the labels, their history and the cache (keyed per model) are kept."""
         self.predictor = predictor
         self.fingerprint = fingerprint or model_fingerprint(predictor.model)
+        self._forget_embeddings()
+
+    def _forget_embeddings(self) -> None:
+        """The model, image or contrast changed: what was known of the slices' embeddings is gone."""
         self._keys.clear()
+        self._tiled.clear()
         self._failures.clear()
         self._restored = None
 
@@ -152,14 +178,14 @@ class AnnotationSession:
     def set_image(
         self, data: Any, *, rgb: bool = False, contrast_limits: Sequence[float] | None = None
     ) -> None:
-        """Annotate another image: (..., H, W) or (..., H, W, C) with ``rgb``; kept lazy, read by slice."""
-        if isinstance(data, (list, tuple)) and data:  # a multiscale pyramid: full resolution
-            data = data[0]
+        """Annotate another image: (..., H, W) or (..., H, W, C) with ``rgb``; kept lazy, read by slice (or
+        tile by tile, for slices the predictor tiles). A multiscale image (a sequence of levels, full resolution
+        first, as napari's multiscale layers hold them) is annotated at level 0, after checking the levels."""
+        if isinstance(data, Sequence) and not isinstance(data, str):  # a multiscale pyramid: full resolution
+            data = check_multiscale(data, rgb)
         check_image(data, rgb)
         self.image, self.rgb = data, bool(rgb)
-        self._keys.clear()
-        self._failures.clear()
-        self._restored = None
+        self._forget_embeddings()
         self.set_contrast_limits(contrast_limits)
 
     def set_contrast_limits(self, contrast_limits: Sequence[float] | None) -> None:
@@ -167,9 +193,7 @@ class AnnotationSession:
         limits = check_contrast_limits(contrast_limits)
         if limits != self.contrast_limits:
             self.contrast_limits = limits
-            self._keys.clear()
-            self._failures.clear()
-            self._restored = None
+            self._forget_embeddings()
 
     @property
     def labels_shape(self) -> tuple[int, ...]:
@@ -181,6 +205,11 @@ class AnnotationSession:
     def leading_shape(self) -> tuple[int, ...]:
         """The image's leading (non-spatial) axes: ``(Z,)`` for a (Z, H, W) stack, ``()`` for 2D."""
         return self.labels_shape[:-2]
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the predictor tiles the image's slices (read and encoded tile by tile where prompts are)."""
+        return self.image is not None and tiles_slices_of(self.predictor, self.labels_shape[-2:])  # type: ignore[arg-type]
 
     def _require_image(self) -> Any:
         if self.image is None:
@@ -196,6 +225,8 @@ class AnnotationSession:
 
     def embedding_ready(self, slice_index: SliceIndex) -> bool:
         """Whether the slice's embedding is known to be cached (never reads pixels: safe on the GUI thread)."""
+        if self.tiled:  # its tiles are encoded where prompts are (see iter_tiles)
+            return tuple(slice_index) in self._tiled
         key = self._keys.get(tuple(slice_index))
         if key is None:
             return False
@@ -235,6 +266,10 @@ class AnnotationSession:
     ) -> EmbeddingInfo:
         """Embed a slice unless cached; ``load``: bring a disk hit into memory (for the next prompt)."""
         started = time.perf_counter()
+        if self.tiled:
+            tiled = self._open_tiled(slice_index, setting)
+            key = (setting[0], f"tiled{slice_index}")
+            return EmbeddingInfo(key, False, time.perf_counter() - started, tiled.grid_size)
         encoder = predictor if predictor is not None else self.job_predictor()
         image = self.read_slice(slice_index)
         key = make_key(setting[0], image, setting[2])
@@ -250,6 +285,31 @@ class AnnotationSession:
         if self._is_current(setting):
             self._keys[slice_index] = key  # else the key names a setting that is gone
         return EmbeddingInfo(key, not cached, time.perf_counter() - started)
+
+    def _open_tiled(self, slice_index: SliceIndex, setting: tuple[Any, ...]) -> TiledSlice:
+        """The tiled slice's predictor, its image set on a lazy view of the slice (worker: reads a contrast
+        sample; nothing is encoded)."""
+        slice_index = check_slice_index(slice_index, self.leading_shape, self.labels_shape)
+        tiled = self._tiled.get(slice_index)
+        if tiled is not None:
+            return tiled
+        tiled = TiledSlice.open(self.job_predictor(), slice_view(setting[1], slice_index), setting[2])
+        if self._is_current(setting):
+            self._tiled[slice_index] = tiled
+            while len(self._tiled) > MAX_TILED_SLICES:
+                self._tiled.popitem(last=False)
+        return tiled
+
+    def iter_tiles(
+        self, slice_index: SliceIndex, objects: Sequence[ObjectPrompt]
+    ) -> Generator[tuple[int, int, str], None, int]:
+        """Worker: make the tiles ``objects`` are decoded on ready (from the cache, else encoded and cached);
+        yields ``(done, total, message)`` before each encoding; returns the number of views encoded."""
+        setting = (self.fingerprint, self.image, self.contrast_limits)
+        tiled = self._open_tiled(tuple(slice_index), setting)
+        encoded = yield from iter_prepare(tiled, objects, self.cache, self._cache_lock, setting[0])
+        self.encoder_runs += encoded
+        return encoded
 
     def restore_embedding(self, slice_index: SliceIndex, predictor: Any = None) -> Any:
         """Load the cached embedding of a slice into ``predictor`` (default: the session's); returns it."""
@@ -273,6 +333,9 @@ class AnnotationSession:
         Yields ``(done, total, computed)`` after each slice; stopping the iteration cancels cleanly (what is
         stored stays, so running it again resumes).
         """
+        if self.tiled:  # every tile of the slice (2D) or of each slice of the range
+            yield from self._precompute_tiles(slice_index, start, stop)
+            return
         if not self.leading_shape:
             raise ValueError("The image is 2D: it has no stack axis.")
         prefix = tuple(int(i) for i in slice_index)[:-1]
@@ -282,6 +345,24 @@ class AnnotationSession:
         for done, z in enumerate(indices, start=1):
             info = self._embed((*prefix, z), setting, predictor, load=False)
             yield done, len(indices), info.computed
+
+    def _precompute_tiles(self, slice_index: SliceIndex, start: int, stop: int | None) -> Iterator:
+        """``iter_precompute`` of a tiled image: ``(done, total, computed)`` counted in tiles."""
+        if self.leading_shape:
+            prefix = tuple(int(i) for i in slice_index)[:-1]
+            slices = [(*prefix, z) for z in range(self.leading_shape[-1])[slice(start, stop)]]
+        else:
+            slices = [()]
+        predictor, fingerprint = self.job_predictor(), self.fingerprint
+        image, limits = self._require_image(), self.contrast_limits
+        done = 0
+        for index in slices:
+            predictor.set_image(slice_view(image, index), contrast_limits=limits)
+            total = len(slices) * len(predictor.tile_grid)
+            for _, _, computed in iter_tile_states(predictor, self.cache, self._cache_lock, fingerprint):
+                done += 1
+                self.encoder_runs += int(computed)
+                yield done, total, computed
 
     # ------------------------------------------------------------------------------------------ prompts
 
@@ -312,6 +393,8 @@ class AnnotationSession:
         height, width = self.labels_shape[-2:]
         if not objects:
             return ObjectResults.empty(slice_index, (height, width))
+        if self.tiled:
+            return self._predict_tiled(objects, slice_index, worker=predictor is not None, started=started)
         predictor = self.restore_embedding(slice_index, predictor)
         n = len(objects)
         masks = np.zeros((n, height, width), dtype=bool)
@@ -329,6 +412,28 @@ class AnnotationSession:
         return ObjectResults(
             slice_index, masks, names, scores, iou, topk_names, np.stack(topk_scores), list(objects),
             latency_ms=1000 * (time.perf_counter() - started),
+        )  # fmt: skip
+
+    def _predict_tiled(
+        self, objects: Sequence[ObjectPrompt], slice_index: SliceIndex, *, worker: bool, started: float
+    ) -> ObjectResults:
+        """``predict`` on a tiled slice: cropped masks; on the GUI thread, TilesNeeded if a tile is missing."""
+        tiled = self._tiled.get(slice_index)
+        if tiled is None and not worker:
+            raise TilesNeeded(slice_index, objects, 0)
+        if tiled is None:
+            tiled = self._open_tiled(slice_index, (self.fingerprint, self.image, self.contrast_limits))
+        out = predict_objects(
+            tiled, objects, slice_index, self.cache, self._cache_lock, self.fingerprint,
+            top_k=self.top_k, worker=worker,
+        )  # fmt: skip
+        self.encoder_runs += out.encoded
+        names = [
+            self.name_for(k[0] if k else UNKNOWN_CLASS, float(s)) for k, s in zip(out.topk_names, out.scores)
+        ]
+        return ObjectResults(
+            slice_index, out.masks, names, out.scores, out.iou, out.topk_names, np.stack(out.topk_scores),
+            list(objects), latency_ms=1000 * (time.perf_counter() - started),
         )  # fmt: skip
 
     def name_for(self, class_name: str, score: float) -> str:

@@ -16,8 +16,16 @@ import pandas as pd
 
 from .features import add_feature_rows, ensure_features, max_feature_id, remove_feature_rows
 from .naming import UNKNOWN_CLASS
-from .painting import CommitRecord, PaintMode, max_label, paint_masks, painted_ids, undo_commit
-from .results import ObjectResults, SliceIndex
+from .painting import (
+    CommitRecord,
+    PaintMode,
+    max_label,
+    paint_cropped_masks,
+    paint_masks,
+    painted_ids,
+    undo_commit,
+)
+from .results import CroppedMasks, ObjectResults, SliceIndex
 
 DEFAULT_HISTORY_BYTES = 1 << 30  # undo history budget per labels layer (a 4096x4096 commit is ~150 MB)
 AnchorKey = tuple[int, SliceIndex]  # (label id, slice index)
@@ -40,6 +48,7 @@ class CommitGroup:
     anchors_added: Anchors = field(default_factory=dict)
     anchors_removed: Anchors = field(default_factory=dict)
     description: str = ""
+    one_slice: bool = False  # a commit of cropped masks: every record is on the first record's slice
 
     @property
     def label_ids(self) -> tuple[int, ...]:
@@ -100,7 +109,10 @@ class LabelsTarget:
         """(label ids, slice) of the last undoable step's first painting, or None when there is none."""
         if not self.history or not self.history[-1].records:
             return None
-        record = self.history[-1].records[0]
+        group = self.history[-1]
+        record = group.records[0]
+        if group.one_slice:
+            return list(group.label_ids), record.slice_index
         return list(record.label_ids), record.slice_index
 
     def commit(self, results: ObjectResults, mode: PaintMode = "keep") -> CommitGroup | None:
@@ -109,6 +121,8 @@ class LabelsTarget:
         if len(results) == 0:
             return None
         ids = self.next_ids(len(results))
+        if isinstance(results.masks, CroppedMasks):
+            return self._commit_cropped(results, ids, mode)
         record = paint_masks(
             self.labels, results.masks, ids, slice_index=results.slice_index, mode=mode,
             feature_rows=results.feature_rows(ids),
@@ -124,6 +138,40 @@ class LabelsTarget:
             group.anchors_removed = self._erased_anchors(record)
         self.push(group)
         return group
+
+    def _commit_cropped(self, results: ObjectResults, ids: list[int], mode: PaintMode) -> CommitGroup | None:
+        """A commit of a tiled slice's cropped masks: one record per object, each over its own box only (no
+        full-size mask, no read of the whole slice)."""
+        records = paint_cropped_masks(
+            self.labels, results.masks, ids, slice_index=results.slice_index, mode=mode,
+            feature_rows=results.feature_rows(ids),
+        )  # fmt: skip
+        if not records:
+            self._max_id = ids[0] - 1  # nothing painted: the ids stay free
+            return None
+        group = CommitGroup(records, one_slice=True, description=f"commit of {len(records)} object(s)")
+        group.added_ids = group.label_ids
+        for record in records:
+            group.new_rows += record.feature_rows
+            group.anchors_added.update(record_anchors(record))
+        if mode == "overwrite":
+            group.anchors_removed = self._covered_anchors(records, group.anchors_added)
+        self.push(group)
+        return group
+
+    def _covered_anchors(self, records: list[CommitRecord], added: Anchors) -> Anchors:
+        """Anchors of other labels whose anchor pixel an overwriting commit painted over (the local rule of
+        large slices: their labels are not searched for elsewhere)."""
+        gone: Anchors = {}
+        for (label_id, slice_index), (row, col) in self.anchors.items():
+            if (label_id, slice_index) in added:
+                continue
+            for record in records:
+                r0, r1, c0, c1 = record.bbox
+                inside = record.slice_index == slice_index and r0 <= row < r1 and c0 <= col < c1
+                if inside and record.changed[int(row) - r0, int(col) - c0]:
+                    gone[(label_id, slice_index)] = (row, col)
+        return gone
 
     def push(self, group: CommitGroup) -> None:
         """Apply a group whose pixels are painted: its rows and anchors; it becomes the last undo step."""

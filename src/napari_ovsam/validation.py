@@ -84,3 +84,36 @@ def check_labels(labels: Any, shape: tuple[int, ...] | None) -> None:
             f"Labels of shape {tuple(labels.shape)} do not fit the image, whose labels are {tuple(shape)}: "
             "use a labels array of the image's shape (without its colour axis)."
         )
+
+
+def check_multiscale(levels: Any, rgb: bool) -> Any:
+    """Level 0 (full resolution) of a multiscale image, after checking that its levels make one pyramid: the
+    same axes and channels on every level, each level smaller than the one before (never larger)."""
+    levels = list(levels)
+    if not levels:
+        raise ValueError("A multiscale image needs at least one level (level 0: full resolution).")
+    for level in levels:
+        check_image(level, rgb)
+    first = levels[0]
+    for i in range(1, len(levels)):
+        level, previous = levels[i], levels[i - 1]
+        shape, before = tuple(int(s) for s in level.shape), tuple(int(s) for s in previous.shape)
+        if len(shape) != len(first.shape):
+            raise ValueError(
+                f"Level {i} of this multiscale image has {len(shape)} axes {shape}, level 0 has "
+                f"{len(first.shape)} {tuple(first.shape)}: every level must be the same image at a lower "
+                "resolution (open the pyramid's levels in order, full resolution first)."
+            )
+        if rgb and shape[-1] != int(first.shape[-1]):
+            raise ValueError(
+                f"Level {i} of this multiscale image has {shape[-1]} channels, level 0 has "
+                f"{int(first.shape[-1])}: every level needs the same channels."
+            )
+        spatial = slice(-3, -1) if rgb else slice(-2, None)
+        if any(a > b for a, b in zip(shape, before)) or shape[spatial] == before[spatial]:
+            raise ValueError(
+                f"Level {i} of this multiscale image {shape} is not smaller than level {i - 1} {before}: the "
+                "levels must go from full resolution (level 0) down; check their order, or open the full-"
+                "resolution array alone."
+            )
+    return first
