@@ -186,6 +186,7 @@ class TileCache:
         self._notify = notify
         self._features: OrderedDict[Window, ImageFeatures] = OrderedDict()
         self._keys: dict[Window, str] = {}
+        self._read: tuple[Window, np.ndarray] | None = None  # the pixels key() read last, for get() to use
         self.encodings = 0
         self.encoding: tuple[int, Window] | None = None
 
@@ -207,7 +208,11 @@ class TileCache:
         if window in self._features:
             self._features.move_to_end(window)
             return self._features[window]
-        pixels = self.tiled.read(window)
+        if self._read is not None and self._read[0] == window:
+            pixels = self._read[1]
+        else:
+            pixels = self.tiled.read(window)
+        self._read = None
         self._keys[window] = self.tiled.key(pixels, window)
         tensor = self.tiled.model_input(pixels, window)
         del pixels
@@ -228,9 +233,11 @@ class TileCache:
             self._features.popitem(last=False)
 
     def key(self, window: Window) -> str:
-        """The content key of ``window`` (reads it once, the first time)."""
+        """The content key of ``window`` (reads it once, the first time; an encoding right after uses that read)."""
         if window not in self._keys:
-            self._keys[window] = self.tiled.key(self.tiled.read(window), window)
+            pixels = self.tiled.read(window)
+            self._keys[window] = self.tiled.key(pixels, window)
+            self._read = (window, pixels)  # a cache miss encodes it next: no second read
         return self._keys[window]
 
     @property

@@ -68,6 +68,9 @@ def test_a_large_image_is_read_and_encoded_only_where_prompts_are(tiny_model):
     assert p.tiles.encodings == 2 and len(image.reads) == 2
     p.tile_key(index)  # known from the encoding's read
     assert len(image.reads) == 2
+    key = p.tile_key(index + 7)  # a cache's lookup reads the tile; its encoding right after reads no more
+    p.get_tile_embedding(index + 7)
+    assert len(image.reads) == 3 and p.tiles.encodings == 3 and p.tile_key(index + 7) == key
 
 
 def test_the_byte_budget_drops_the_least_recently_used_tiles(tiny_model):
