@@ -58,7 +58,9 @@ class TextEncoder:
 
     def __init__(self, clip_model: nn.Module, tokenizer: Tokenizer, name: str | None = None) -> None:
         if not callable(getattr(clip_model, "encode_text", None)):
-            raise ValueError(f"clip_model must have an encode_text() method, got {type(clip_model).__name__}.")
+            raise ValueError(
+                f"clip_model must have an encode_text() method, got {type(clip_model).__name__}."
+            )
         self.model = clip_model
         self.tokenizer = tokenizer
         self.name = name
