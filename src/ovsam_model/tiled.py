@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image import check_contrast_limits, check_image, contrast_limits_of, to_model_rgb
+from .image import DEFAULT_PERCENTILES, check_contrast_limits, check_image, contrast_limits_of, to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
 from .prediction import CompactMasks, Prediction, TorchPrediction, to_prediction
 from .prompts import NumpyPrompts, PromptSet
@@ -35,9 +35,11 @@ from .tiling import (
 
 # Tile features kept in memory by default: 3 tiles of ovsam_rn50x16 (137 MiB each), 600 of demo (0.85 MiB).
 DEFAULT_TILE_CACHE_BYTES = 512 * 1024**2
-# Contrast limits of a lazy image: percentiles of SAMPLE_GRID x SAMPLE_GRID patches of SAMPLE_SIDE pixels on
-# an even grid (at most 262,144 pixels, read from at most 64 places: never the whole image).
-SAMPLE_GRID, SAMPLE_SIDE = 8, 64
+# Contrast limits of a lazy image: from SAMPLE_GRID x SAMPLE_GRID patches of SAMPLE_SIDE pixels on an even grid
+# (at most 4.2 million pixels, read from at most 64 places: never the whole image).
+SAMPLE_GRID, SAMPLE_SIDE = 8, 256
+# Pixels of a numpy image's strided sample, and the block side of the sparse-image rule (``sample_limits``).
+SAMPLE_PIXELS, BLOCK = 4_000_000, 64
 
 # Largest image encoded whole (tiling="off"): its float RGB model input alone would take 3 GiB.
 MAX_WHOLE_PIXELS = 2**28
@@ -96,8 +98,8 @@ def image_size_of(image: Any) -> tuple[int, int]:
 
 def image_contrast_limits(image: Any, contrast_limits: Sequence[float] | None) -> tuple[float, float] | None:
     """The limits every tile is mapped with: the given ones; None for uint8 and bool images (their own rule in
-    ``to_model_rgb``); the 0.5-99.5 percentiles of a numpy image (``contrast_limits_of``: strided when big);
-    for a lazy image, the percentiles of a sample of patches (see ``SAMPLE_GRID``)."""
+    ``to_model_rgb``); else estimated once from a sample (``sample_limits``): a numpy image strided to at most
+    about 4 million pixels, a lazy one read at SAMPLE_GRID x SAMPLE_GRID patches of SAMPLE_SIDE px."""
     if contrast_limits is not None:
         return check_contrast_limits(contrast_limits)
     dtype = np.dtype(image.dtype)
@@ -105,14 +107,32 @@ def image_contrast_limits(image: Any, contrast_limits: Sequence[float] | None) -
         return None
     channels = slice(0, 3) if len(image.shape) == 3 and image.shape[2] >= 4 else slice(None)  # alpha: dropped
     if isinstance(image, np.ndarray):
-        return contrast_limits_of(image[..., channels] if image.ndim == 3 else image)
+        step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / SAMPLE_PIXELS))))
+        return sample_limits([image[::step, ::step, channels] if image.ndim == 3 else image[::step, ::step]])
     height, width = image.shape[:2]
     patches = []
     for y in _sample_starts(height):
         for x in _sample_starts(width):
             patch = np.asarray(image[y : y + SAMPLE_SIDE, x : x + SAMPLE_SIDE])
-            patches.append((patch[..., channels] if patch.ndim == 3 else patch).reshape(-1))
-    return contrast_limits_of(np.concatenate(patches))
+            patches.append(patch[..., channels] if patch.ndim == 3 else patch)
+    return sample_limits(patches)
+
+
+def sample_limits(patches: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Contrast limits of a tiled image from sampled patches (H, W) or (H, W, C): low is the 0.5th percentile of
+    all sampled pixels; high is the larger of their 99.5th percentile and the largest 99.5th percentile of a
+    BLOCK x BLOCK block. On a dense image the two agree; on a sparse one (a few cells on a dark background,
+    common in mosaics) the image-wide 99.5th percentile is background, which would saturate every object and
+    stretch the background's noise over the whole range, while the blocks that hold objects see them."""
+    values = np.concatenate([p.reshape(-1) for p in patches])
+    lo, hi = contrast_limits_of(values.reshape(1, -1))  # as a (1, N) image: it may stride above 4M pixels
+    for patch in patches:
+        rows, cols = min(BLOCK, patch.shape[0]), min(BLOCK, patch.shape[1])
+        h, w = patch.shape[0] // rows * rows, patch.shape[1] // cols * cols
+        grid = patch[:h, :w].reshape(h // rows, rows, w // cols, -1).swapaxes(1, 2)
+        blocks = grid.reshape(grid.shape[0] * grid.shape[1], -1)  # one row of pixels per block
+        hi = max(hi, float(np.percentile(blocks, DEFAULT_PERCENTILES[1], axis=1).max()))
+    return lo, hi
 
 
 def _sample_starts(length: int) -> list[int]:

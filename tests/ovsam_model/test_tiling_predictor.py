@@ -209,12 +209,28 @@ def test_one_contrast_for_all_tiles_from_a_sample_of_a_lazy_image(tiny_model):
     assert p.tiles is not None
     lo, hi = p.tiles.tiled.contrast_limits
     assert 0 <= lo < 200 and 3900 < hi <= 4200  # the pattern spans 0..4192
-    assert OVSAMPredictor(tiny_model).tiling is not None
     numpy_image = image[:, :]
-    p.set_image(numpy_image)
-    assert p.tiles.tiled.contrast_limits == pytest.approx(
-        tuple(np.percentile(numpy_image, (0.5, 99.5))), abs=2
-    )
+    p.set_image(numpy_image)  # a dense image: about its 0.5-99.5 percentiles, as the whole-image rule
+    expected = np.percentile(numpy_image, (0.5, 99.5))
+    assert p.tiles.tiled.contrast_limits == pytest.approx(tuple(expected), rel=0.01)
+
+
+def test_a_sparse_image_keeps_its_objects_below_the_high_limit(tiny_model):
+    """A few bright cells on a dark, noisy background (a mosaic): the image-wide 99.5th percentile is
+    background, which would saturate the cells and stretch the noise; the blocks holding cells set it."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(200, 20, (3000, 3000)).clip(0).astype(np.uint16)
+    for y, x in rng.integers(100, 2900, (12, 2)):
+        image[y - 10 : y + 10, x - 10 : x + 10] = rng.normal(3000, 100, (20, 20)).astype(np.uint16)
+    assert np.percentile(image, 99.5) < 300
+    p = predictor(tiny_model)
+    p.set_image(image)
+    assert p.tiles is not None
+    lo, hi = p.tiles.tiled.contrast_limits
+    assert lo < 200 and 2900 < hi < 3400
+    lazy = predictor(tiny_model)
+    lazy.set_image(SpyImage((3000, 3000)))  # the lazy sample follows the same rule
+    assert lazy.tiles is not None and lazy.tiles.tiled.contrast_limits[1] > 3900
 
 
 def test_scale_views_the_image_at_another_resolution(tiny_model):
