@@ -22,7 +22,7 @@ from napari.layers import Image, Labels, Points, Shapes
 
 from .frames import current_slice, empty_prompt_data
 from .painting import mask_bbox
-from .results import ObjectResults
+from .results import CroppedMasks, ObjectResults
 from .targets import LabelsTarget
 
 if TYPE_CHECKING:
@@ -149,7 +149,10 @@ def clear_prompts(points: Points | None, boxes: Shapes | None) -> None:
 
 
 def show_preview(viewer: napari.Viewer, image: Image, results: ObjectResults | None) -> Labels:
-    """Draw the objects of a prediction in "ovsam preview": one slice, placed on its slice of the stack."""
+    """Draw the objects of a prediction in "ovsam preview": one slice, placed on its slice of the stack (for a
+    large, tiled slice only the box around its objects)."""
+    if results is not None and isinstance(results.masks, CroppedMasks):
+        return _show_cropped_preview(viewer, image, results)
     height, width = _spatial_shape(image)
     lead = len(results.slice_index) if results is not None else image.ndim - 2
     shape = (1,) * lead + (height, width)
@@ -192,6 +195,33 @@ def show_preview(viewer: napari.Viewer, image: Image, results: ObjectResults | N
 _PREVIEW_BOX = "ovsam_preview_box"  # (r0, r1, c0, c1) around the preview's objects, or None
 
 
+def _show_cropped_preview(viewer: napari.Viewer, image: Image, results: ObjectResults) -> Labels:
+    """The preview of a tiled slice's cropped masks: a labels layer of the box around the objects only,
+    translated to its place (a full-size preview of a 16k x 16k slice would take 256 MB)."""
+    assert isinstance(results.masks, CroppedMasks)
+    r0, r1, c0, c1 = results.masks.bbox() or (0, 1, 0, 1)
+    lead = len(results.slice_index)
+    data = np.zeros((1,) * lead + (r1 - r0, c1 - c0), np.min_scalar_type(max(len(results), 255)))
+    data[(0,) * lead] = results.label_image((slice(r0, r1), slice(c0, c1)), data.dtype)
+    offset = np.r_[np.asarray(results.slice_index, float), r0, c0] * np.asarray(image.scale)
+    translate = np.asarray(image.translate, float) + offset
+    layer = find(viewer, PREVIEW)
+    if layer is not None and layer.ndim != data.ndim:
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_labels(
+                data, name=PREVIEW, opacity=0.55, scale=image.scale, translate=translate
+            )
+        if find(viewer, NAMES) is not None:
+            _to_top(viewer, find(viewer, NAMES))
+    else:
+        layer.data, layer.scale, layer.translate = data, image.scale, translate
+    layer.metadata[_PREVIEW_BOX] = (0, r1 - r0, 0, c1 - c0)  # in the layer's own pixels
+    return layer
+
+
 def clear_preview(viewer: napari.Viewer) -> None:
     """Empty "ovsam preview" (the layer stays, ready for the next live update)."""
     layer = find(viewer, PREVIEW)
@@ -202,7 +232,11 @@ def clear_preview(viewer: napari.Viewer) -> None:
 
 def _masks_box(results: ObjectResults | None) -> tuple[int, int, int, int] | None:
     """The (r0, r1, c0, c1) box around all objects' pixels, None when there are none."""
-    return None if results is None or not len(results.masks) else mask_bbox(results.masks)
+    if results is None or not len(results.masks):
+        return None
+    if isinstance(results.masks, CroppedMasks):
+        return results.masks.bbox()
+    return mask_bbox(results.masks)
 
 
 def _update_preview(layer: Labels, results: ObjectResults | None) -> None:

@@ -6,7 +6,11 @@ Command line (e.g. on a GPU machine, then copy the cache next to the stack)::
 
     python -m napari_ovsam.precompute stack.zarr --model demo --out cache.zarr [--start 0 --stop 10]
 
-Rerunning resumes: slices whose cache entries verify (size, checksum) are skipped; a damaged or missing entry
+Large slices (those the predictor tiles: longer than the model input by the predictor's margin, e.g. a
+mosaic or a slide given as a 2D zarr, OME-Zarr (level 0) or pyramidal TIFF (level 0)) are embedded tile by
+tile, each tile an entry keyed by its content (``predictor.tile_key``), read lazily: no slice is loaded whole.
+
+Rerunning resumes: slices (or tiles) whose cache entries verify (size, checksum) are skipped; a damaged or missing entry
 is computed again and rewritten. ``--out`` must be a new or empty folder, or a cache made before. The cache
 keys hold the model fingerprint and each slice's content hash with the contrast limits, so the plugin reuses
 these embeddings only when it sees the same slices with the same ``--contrast-limits`` (default: none, the
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,10 +30,12 @@ from tqdm import tqdm
 
 from ovsam_model.build import build_ovsam
 from ovsam_model.cli_parser import OneLineErrorParser
+from ovsam_model.data.stacks import Stack
 from ovsam_model.data.stacks import open_stack as open_lazy_stack
 from ovsam_model.predictor import OVSAMPredictor
 
 from .cache import EmbeddingCache, make_key, model_fingerprint
+from .tiles import SliceView, iter_tile_states, slice_view, tiles_slices_of
 
 
 def precompute_stack(
@@ -61,13 +68,18 @@ def precompute_stack(
         should_stop: polled before each slice; True ends the loop cleanly (everything stored so far stays).
 
     Returns:
-        the number of slices embedded by this call (cached slices not counted).
+        the number of slices embedded by this call (cached slices not counted); for slices the predictor
+        tiles, the number of tiles embedded (``progress`` then counts tiles too).
     """
     if fingerprint is None:
         if not hasattr(predictor, "model"):
             raise ValueError("Pass fingerprint= for a predictor without a .model attribute.")
         fingerprint = model_fingerprint(predictor.model)
     indices = range(int(stack.shape[0]))[slice(start, stop)]
+    if tiles_slices_of(predictor, tuple(int(s) for s in stack.shape[1:3])):  # type: ignore[arg-type]
+        return _precompute_tiles(
+            stack, indices, predictor, cache, contrast_limits, fingerprint, progress, should_stop
+        )
     computed = 0
     for done, z in enumerate(indices, start=1):
         if should_stop is not None and should_stop():
@@ -81,6 +93,40 @@ def precompute_stack(
         if progress is not None:
             progress(done, len(indices))
     return computed
+
+
+def _precompute_tiles(
+    stack: Any,
+    indices: range,
+    predictor: Any,
+    cache: EmbeddingCache,
+    contrast_limits: Sequence[float] | None,
+    fingerprint: str,
+    progress: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> int:
+    """``precompute_stack`` of slices the predictor tiles: every tile of every slice, read lazily."""
+    computed = done = 0
+    lock = threading.Lock()
+    for z in indices:
+        predictor.set_image(lazy_slice(stack, z), contrast_limits=contrast_limits)
+        total = len(indices) * len(predictor.tile_grid)
+        for _, _, new in iter_tile_states(predictor, cache, lock, fingerprint):
+            if should_stop is not None and should_stop():
+                return computed
+            done += 1
+            computed += int(new)
+            if progress is not None:
+                progress(done, total)
+    return computed
+
+
+def lazy_slice(stack: Any, z: int) -> Any:
+    """Slice ``z`` of a stack without reading it (a ``Stack`` flat over its leading axes, or any array)."""
+    if isinstance(stack, Stack):
+        key = np.unravel_index(z, stack.leading_shape) if stack.leading_shape else ()
+        return SliceView(stack.array, tuple(int(k) for k in key))
+    return slice_view(stack, (z,))
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -117,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_predictor(model: str, checkpoint: str | None, device: str) -> Any:
     """Build the model and its predictor (a separate function so tests can replace it)."""
-    # Whole-image embeddings until the session stores tile entries (the predictor tiles large images).
-    return OVSAMPredictor(build_ovsam(model, checkpoint=checkpoint, device=device), tiling="off")
+    # tiling="auto", as in the widget: large slices are embedded tile by tile, with the same cache keys
+    return OVSAMPredictor(build_ovsam(model, checkpoint=checkpoint, device=device), tiling="auto")
 
 
 def open_stack(path: str) -> Any:
@@ -143,8 +189,16 @@ def main(argv: list[str] | None = None) -> int:
             stack.close()
         parser.error(str(error))
     total = len(range(int(stack.shape[0]))[slice(args.start, args.stop)])
+    tiled = tiles_slices_of(predictor, tuple(int(s) for s in stack.shape[1:3]))  # type: ignore[arg-type]
+    unit = "tile" if tiled else "slice"
+
+    def report(done: int, count: int) -> None:
+        nonlocal total
+        total = bar.total = count
+        bar.update(done - bar.n)
+
     try:
-        with tqdm(total=total, unit="slice", desc="embeddings") as bar:
+        with tqdm(total=None if tiled else total, unit=unit, desc="embeddings") as bar:
             computed = precompute_stack(
                 stack,
                 predictor,
@@ -152,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 start=args.start,
                 stop=args.stop,
                 contrast_limits=args.contrast_limits,
-                progress=lambda done, _total: bar.update(done - bar.n),
+                progress=report,
             )
     except KeyboardInterrupt:
         print("Interrupted; run the same command again to resume.", file=sys.stderr)
@@ -160,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if hasattr(stack, "close"):
             stack.close()
-    print(f"{computed} slice(s) embedded, {total - computed} already cached; cache: {args.out}")
+    print(f"{computed} {unit}(s) embedded, {total - computed} already cached; cache: {args.out}")
     return 0
 
 

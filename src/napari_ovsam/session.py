@@ -44,11 +44,13 @@ from .propagation import PropagationSettings, PropagationStep, propagate_objects
 from .results import ObjectResults, SliceIndex
 from .targets import CommitGroup, LabelsTarget
 from .tiles import (
+    EAGER_TILES,
     TiledSlice,
     TilesNeeded,
     iter_prepare,
     iter_tile_states,
     predict_objects,
+    prepare_all,
     slice_view,
     tiles_slices_of,
 )
@@ -73,7 +75,8 @@ class SessionBusy(RuntimeError):
 @dataclass
 class EmbeddingInfo:
     """What :meth:`AnnotationSession.ensure_embedding` did: ``computed`` is False on a cache hit; ``tiles``:
-    the tile count of a tiled slice (nothing encoded yet: tiles are encoded where prompts are), else 0."""
+    the tile count of a tiled slice, else 0 (a slice of more than ``tiles.EAGER_TILES`` tiles has none
+    encoded yet: its tiles are encoded where prompts are)."""
 
     key: CacheKey
     computed: bool
@@ -188,6 +191,11 @@ class AnnotationSession:
         self._forget_embeddings()
         self.set_contrast_limits(contrast_limits)
 
+    def clear_image(self) -> None:
+        """No image is annotated (the chosen layer cannot be); the labels and their history are kept."""
+        self.image = None
+        self._forget_embeddings()
+
     def set_contrast_limits(self, contrast_limits: Sequence[float] | None) -> None:
         """Contrast used to map slices to the model input (None: per-slice percentiles); part of cache keys."""
         limits = check_contrast_limits(contrast_limits)
@@ -268,8 +276,11 @@ class AnnotationSession:
         started = time.perf_counter()
         if self.tiled:
             tiled = self._open_tiled(slice_index, setting)
-            key = (setting[0], f"tiled{slice_index}")
-            return EmbeddingInfo(key, False, time.perf_counter() - started, tiled.grid_size)
+            key, encoded = (setting[0], f"tiled{slice_index}"), 0
+            if tiled.grid_size <= EAGER_TILES:  # a few tiles: all of them now, as a small image
+                encoded = prepare_all(tiled, self.cache, self._cache_lock, setting[0])
+                self.encoder_runs += encoded
+            return EmbeddingInfo(key, encoded > 0, time.perf_counter() - started, tiled.grid_size)
         encoder = predictor if predictor is not None else self.job_predictor()
         image = self.read_slice(slice_index)
         key = make_key(setting[0], image, setting[2])
@@ -425,7 +436,7 @@ class AnnotationSession:
             tiled = self._open_tiled(slice_index, (self.fingerprint, self.image, self.contrast_limits))
         out = predict_objects(
             tiled, objects, slice_index, self.cache, self._cache_lock, self.fingerprint,
-            top_k=self.top_k, worker=worker,
+            top_k=self.top_k, worker=worker, names_from=self.predictor,
         )  # fmt: skip
         self.encoder_runs += out.encoded
         names = [

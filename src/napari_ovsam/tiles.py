@@ -36,6 +36,9 @@ from .prompts import ObjectPrompt, batch_prompts
 from .results import CroppedMasks
 
 Route = tuple[int, Any]  # (grid tile index, or -1 for a view made for one prompt; its Window)
+# A slice of at most this many tiles (e.g. 256 px under a 128 px model) is encoded whole, tile by tile, when
+# it comes into view, as a small image is: its first prompt waits for nothing. Larger ones: where prompts are.
+EAGER_TILES = 9
 
 
 class TilesNeeded(RuntimeError):
@@ -195,11 +198,14 @@ def predict_objects(
     *,
     top_k: int,
     worker: bool,
+    names_from: Any = None,
 ) -> TiledPrediction:
     """Decode and name objects on a tiled slice, view by view (each view restored just before it is used).
 
     worker=False (GUI thread): never waits for the lock nor encodes; raises :class:`TilesNeeded` when a view
-    is not ready. worker=True: prepares what is missing first (:func:`iter_prepare`)."""
+    is not ready. worker=True: prepares what is missing first (:func:`iter_prepare`). names_from: the
+    predictor whose vocabulary names the objects (the session's: the slice's copy was made before the user
+    may have changed it)."""
     encoded = 0
     if worker:
         steps = iter_prepare(tiled, objects, cache, cache_lock, fingerprint)
@@ -213,6 +219,9 @@ def predict_objects(
     elif not tiled.lock.acquire(blocking=False):  # the worker is encoding a tile of this slice
         raise TilesNeeded(slice_index, objects, 0)
     try:
+        if names_from is not None:  # the vocabulary as it is now (set_vocabulary rebinds these three)
+            for name in ("vocabulary", "text_embeddings", "seen"):
+                setattr(tiled.predictor, name, getattr(names_from, name))
         prediction = _decode(tiled, objects, slice_index, cache, cache_lock, fingerprint, top_k)
     finally:
         tiled.lock.release()
@@ -266,6 +275,27 @@ def _decode(
                 topk_scores[i] = np.asarray(prediction.topk_scores[row], np.float32)
     masks = CroppedMasks(crops, offsets, predictor.original_size)
     return TiledPrediction(masks, scores, iou, topk_names, topk_scores)
+
+
+def prepare_all(
+    tiled: TiledSlice, cache: EmbeddingCache, cache_lock: threading.Lock, fingerprint: str
+) -> int:
+    """Worker: every grid tile of a small grid (see ``EAGER_TILES``) ready, from the cache or encoded and
+    cached; returns the number encoded."""
+    predictor, encoded = tiled.predictor, 0
+    with tiled.lock:
+        for index in range(len(predictor.tile_grid)):
+            tiled.keys[index] = key = predictor.tile_key(index)
+            with cache_lock:
+                state = cache.get((fingerprint, key))
+            if state is not None:
+                predictor.set_tile_embedding(index, state)
+                continue
+            state = predictor.get_tile_embedding(index)
+            encoded += 1
+            with cache_lock:
+                cache.put((fingerprint, key), state)
+    return encoded
 
 
 def iter_tile_states(

@@ -142,6 +142,10 @@ def _2d_viewer(viewer):
     viewer.add_image(data, **attributes)
 
 
+def _small_2d_viewer(viewer):
+    viewer.add_image(np.zeros((128, 128), np.uint16), name="small")  # encoded whole (not tiled)
+
+
 def _no_image(viewer):
     return None
 
@@ -174,7 +178,7 @@ WIDGET_ROWS = [
     ("commit without prompts", _2d_viewer, lambda w: w.commit(), "Nothing to commit"),
     ("undo without commits", _2d_viewer, lambda w: w.undo(), "Nothing to undo."),
     ("propagate a 2D image", _2d_viewer, lambda w: w.propagate(), "The image is 2D"),
-    ("precompute a 2D image", _2d_viewer, lambda w: w.precompute(), "The image is 2D"),
+    ("precompute a 2D image", _small_2d_viewer, lambda w: w.precompute(), "The image is 2D"),
     ("propagate nothing", _stack_viewer, lambda w: w.propagate(), "Commit an object"),
     ("labels layer of another shape", _foreign_labels, _commit_box, "Committed 1 object(s): ids 1."),
 ]

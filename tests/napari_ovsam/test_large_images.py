@@ -253,3 +253,30 @@ def test_slice_views_read_only_what_is_sliced(tmp_path):
     assert view.shape == (300, 200) and view.ndim == 2 and view.dtype == np.uint8
     assert view[10:20, 30:50].shape == (10, 20) and stack.reads == [(2, slice(10, 20), slice(30, 50))]
     assert copy.copy(view).index == (2,)
+
+
+def test_a_new_vocabulary_names_the_next_objects_on_a_tiled_slice(tmp_path, session_on):
+    array, _ = zarr_image(tmp_path / "big.zarr")
+    session = session_on(array)
+    session.ensure_embedding(())
+    objects = [box_object(505, 305, 550, 335)]
+    run(session.iter_tiles((), objects))
+    assert set(session.predict(objects, ()).topk_names[0]) <= {"nucleus", "rod", "ring"}
+    session.set_vocabulary(["cell", "blob, smudge"])
+    assert set(session.predict(objects, ()).topk_names[0]) <= {"cell", "blob"}
+
+
+def test_the_command_line_precomputes_the_tiles_of_a_large_2d_image_and_resumes(tmp_path, capsys):
+    import torch
+
+    from napari_ovsam.precompute import main
+
+    zarr_image(tmp_path / "mosaic.zarr", shape=(256, 300))  # 3 x 3 tiles for tiny
+    out = tmp_path / "cache"
+    torch.manual_seed(0)  # the same random tiny weights (and fingerprint) in both runs
+    assert main([str(tmp_path / "mosaic.zarr"), "--out", str(out), "--model", "tiny", "--device", "cpu"]) == 0
+    assert "9 tile(s) embedded, 0 already cached" in capsys.readouterr().out
+    assert len(list(out.glob("*/*.safetensors"))) == 9
+    torch.manual_seed(0)
+    assert main([str(tmp_path / "mosaic.zarr"), "--out", str(out), "--model", "tiny", "--device", "cpu"]) == 0
+    assert "0 tile(s) embedded, 9 already cached" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from .. import _layers
 from ..painting import PaintMode
 from ..prompts import GroupRule
 from ..results import ObjectResults, SliceIndex
-from ..session import AnnotationSession, SessionBusy
+from ..session import AnnotationSession, SessionBusy, TilesNeeded
 from ..targets import CommitGroup
 from .controls import button, row, single_shot_timer
 from .embeddings import EmbeddingScheduler
@@ -136,6 +136,11 @@ class AnnotatePanel(QWidget):
         points, boxes = self._prompt_layers()
         try:
             results = self._session.segment(*_layers.prompt_arrays(points, boxes), slice_index=slice_index)
+        except (
+            TilesNeeded
+        ) as needed:  # a large image: its tiles are encoded in a worker, then this runs again
+            self._embeddings.when_tiles_ready(needed, self.segment)
+            return None
         except Exception as error:  # the status line is the user's only window into a failed decode
             self._status.report("Segmentation failed", error)
             return None

@@ -14,7 +14,8 @@ from typing import Any
 from qtpy.QtCore import QObject
 
 from ..results import SliceIndex
-from ..session import AnnotationSession, EmbeddingInfo
+from ..session import AnnotationSession, EmbeddingInfo, TilesNeeded
+from ..tiles import EAGER_TILES
 from .controls import single_shot_timer
 from .jobs import JobRunner
 from .status import StatusPanel
@@ -101,11 +102,35 @@ class EmbeddingScheduler:
             self._status.set_status(f"Computing the image embedding{where}…")
         return False
 
+    def when_tiles_ready(self, needed: TilesNeeded, then: Callable[[], Any]) -> None:
+        """Run ``then`` once the tiles that ``needed``'s prompts are decoded on are encoded (large slices:
+        from the cache, else by the encoder in the "embedding" lane; the status line names each tile)."""
+        self.wait_for(then)
+        self._jobs.start(
+            "embedding", self._session.iter_tiles, needed.slice_index, needed.objects,
+            on_done=lambda encoded, job: self._on_tiles_done(encoded, job.seconds),
+            on_error=self._on_error, progress="OV-SAM: encoding tiles", on_finish=lambda _: self._after(),
+        )  # fmt: skip
+        # a busy lane: ``then`` runs after the running job, and asks again if it still needs tiles
+
+    def _on_tiles_done(self, encoded: int, seconds: float) -> None:
+        if encoded:
+            self._status.show_embedding_time(seconds, True)
+        how = f"{encoded} encoded in {seconds:.2f} s" if encoded else "from the cache"
+        self._status.set_status(f"Tiles ready ({how}).")
+
     def _on_done(self, info: EmbeddingInfo, slice_index: SliceIndex) -> None:
+        where = f"Slice {', '.join(map(str, slice_index))}" if slice_index else "Image"
+        if info.tiles > EAGER_TILES:  # a large slice: its tiles are encoded where prompts are
+            self._status.set_status(
+                f"{where} ready: a large image in {info.tiles} tiles, each encoded the first time a prompt "
+                "needs it: add points or boxes."
+            )
+            return
         self._status.show_embedding_time(info.seconds, info.computed)
         how = f"computed in {info.seconds:.2f} s" if info.computed else "from the cache"
-        where = f"Slice {', '.join(map(str, slice_index))}" if slice_index else "Image"
-        self._status.set_status(f"{where} ready ({how}): add points or boxes.")
+        tiles = f", {info.tiles} tiles at native resolution" if info.tiles else ""
+        self._status.set_status(f"{where} ready ({how}{tiles}): add points or boxes.")
 
     def _on_error(self, error: BaseException, _: Any) -> None:
         self._waiting.clear()

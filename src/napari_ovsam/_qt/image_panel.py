@@ -22,6 +22,7 @@ class ImagePanel(QWidget):
         viewer: the napari viewer. session: the annotation session.
         on_change: called with the newly chosen image layer (not called when the choice is cleared).
         is_open: False once the widget is closed (nothing is done then).
+        report: shows why an image cannot be annotated (e.g. a multiscale layer whose levels disagree).
     """
 
     def __init__(
@@ -31,10 +32,13 @@ class ImagePanel(QWidget):
         session: AnnotationSession,
         on_change: Callable[[Any], None],
         is_open: Callable[[], bool],
+        report: Callable[[str, BaseException], None],
     ) -> None:
         super().__init__()
         self._viewer, self._session, self._on_change, self._is_open = viewer, session, on_change, is_open
+        self._report = report
         self._layer: Any = None
+        self._refused: Any = None  # the last layer the session refused (reported once)
         self._use_contrast = False
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
@@ -86,15 +90,22 @@ class ImagePanel(QWidget):
     def _on_choice(self, *_: Any) -> None:
         name = self._image.currentText()
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
-        if layer is self._layer or not self._is_open():
+        if layer is self._layer or (layer is not None and layer is self._refused) or not self._is_open():
             return
         self._hook(self._layer, connect=False)
         self._layer = layer
         if layer is None:
             return
+        # A multiscale layer's levels go as they are: the session checks them and annotates level 0 (full
+        # resolution), read slice by slice, or tile by tile for large slices.
+        try:
+            self._session.set_image(layer.data, rgb=layer.rgb, contrast_limits=self.contrast_limits())
+        except ValueError as error:
+            self._layer, self._refused = None, layer
+            self._session.clear_image()
+            self._report(f"Cannot annotate the image '{layer.name}'", error)
+            return
         self._hook(layer)
-        data = layer.data[0] if layer.multiscale else layer.data  # full resolution, read slice by slice
-        self._session.set_image(data, rgb=layer.rgb, contrast_limits=self.contrast_limits())
         self._on_change(layer)
 
     def _hook(self, layer: Any, *, connect: bool = True) -> None:

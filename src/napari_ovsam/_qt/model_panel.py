@@ -166,5 +166,5 @@ def _load_model(source: str, device: str, vocabulary: Any) -> tuple[Any, Any, An
         )
     model = build_ovsam(source, device=device)
     embeddings = encode_vocabulary(vocabulary, model.text_encoder)
-    # Whole-image embeddings until the session stores tile entries (the predictor tiles large images).
-    return OVSAMPredictor(model, tiling="off"), vocabulary, embeddings, model_fingerprint(model)
+    # tiling="auto": slices larger than the model input by the predictor's margin are tiled (napari_ovsam.tiles)
+    return OVSAMPredictor(model, tiling="auto"), vocabulary, embeddings, model_fingerprint(model)

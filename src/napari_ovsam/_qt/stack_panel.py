@@ -170,14 +170,15 @@ class StackPanel(QWidget):
 
     # ------------------------------------------------------------------------------------------ jobs
 
-    def _stack_slice(self, what: str) -> SliceIndex | None:
-        """The slice in view of a stack, or None with the reason in the status line."""
+    def _stack_slice(self, what: str, *, tiles: bool = False) -> SliceIndex | None:
+        """The slice in view of a stack (or of a tiled 2D image, with ``tiles``), or None with the reason in
+        the status line."""
         index = self._slice_in_view()
         if self._session.predictor is None:
             self._status.set_status("Load a model first (Model: choose one, then Load).")
         elif index is None:
             self._status.set_status("Add or choose an image layer first.")
-        elif not index:
+        elif not index and not (tiles and self._session.tiled):
             self._status.set_status(f"The image is 2D: {what}")
         elif any(self._jobs.busy(lane) for lane in STACK_LANES):  # one at a time: each runs the encoder a lot
             self._status.set_status("A stack job is running: wait for it or cancel it.")
@@ -188,16 +189,17 @@ class StackPanel(QWidget):
     def precompute(self) -> Job | None:
         """Embed the slices of the chosen range (along the stack axis through the slice in view) in the
         background, skipping cached ones; returns the job (None if refused)."""
-        index = self._stack_slice("its embedding is computed when it is chosen.")
+        index = self._stack_slice("its embedding is computed when it is chosen.", tiles=True)
         if index is None:
             return None
         start, stop = self._range_start.value(), self._range_stop.value() + 1
+        what = f"slices {start}-{stop - 1}" if index else "the image"
+        unit = " tiles" if self._session.tiled else ""
         return self._jobs.start(
             "precompute", self._precompute_steps, index, start, stop,
             progress="OV-SAM: precomputing embeddings",
             on_done=lambda computed, job: self._status.set_status(
-                f"Precomputed slices {start}-{stop - 1}: {computed} embedded in {job.seconds:.1f} s, "
-                "the others were cached."
+                f"Precomputed {what}: {computed}{unit} embedded in {job.seconds:.1f} s, the others were cached."
             ),
             on_error=lambda error, _: self._status.report("Precomputing failed", error),
             on_finish=self._on_finished,
@@ -206,10 +208,10 @@ class StackPanel(QWidget):
     def _precompute_steps(
         self, slice_index: SliceIndex, start: int, stop: int
     ) -> Generator[tuple[int, int, str], None, int]:
-        computed = 0
+        computed, unit = 0, "tiles" if self._session.tiled else "slices"  # large slices: tile by tile
         for done, total, new in self._session.iter_precompute(slice_index, start, stop):
             computed += int(new)
-            yield done, total, f"Embeddings: {done}/{total} slices ({computed} computed)."
+            yield done, total, f"Embeddings: {done}/{total} {unit} ({computed} computed)."
         return computed
 
     def propagate(self) -> Job | None:

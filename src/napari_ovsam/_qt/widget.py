@@ -59,8 +59,9 @@ class OVSAMWidget(QWidget):
         is_open = lambda: not self._jobs.closed  # noqa: E731
         common = _Common(session=self.session, jobs=self._jobs, status=self._status_panel)
         self._image_panel = ImagePanel(
-            viewer=viewer, session=self.session, on_change=self._on_image, is_open=is_open
-        )
+            viewer=viewer, session=self.session, on_change=self._on_image, is_open=is_open,
+            report=self._status_panel.report,
+        )  # fmt: skip
         image, slice_in_view = (lambda: self._image_panel.layer), self._image_panel.slice_in_view
         self._embeddings = EmbeddingScheduler(**common, slice_in_view=slice_in_view, parent=self)
         self._labels = LabelsView(
