@@ -280,3 +280,82 @@ def test_the_command_line_precomputes_the_tiles_of_a_large_2d_image_and_resumes(
     torch.manual_seed(0)
     assert main([str(tmp_path / "mosaic.zarr"), "--out", str(out), "--model", "tiny", "--device", "cpu"]) == 0
     assert "0 tile(s) embedded, 9 already cached" in capsys.readouterr().out
+
+
+def test_ome_zarr_and_pyramidal_tiff_pyramids_open_lazily_at_full_resolution(tmp_path, session_on):
+    import tifffile
+
+    from napari_ovsam.multiscale import open_pyramid
+
+    data = np.random.default_rng(3).integers(0, 3000, (1024, 1024)).astype(np.uint16)
+    group = zarr.open_group(str(tmp_path / "image.ome.zarr"), mode="w")
+    for name, level in (("0", data), ("1", data[::2, ::2]), ("2", data[::4, ::4])):
+        group.create_array(name, shape=level.shape, dtype=level.dtype, chunks=(256, 256))[...] = level
+    group.attrs["multiscales"] = [
+        {"version": "0.4", "datasets": [{"path": "0"}, {"path": "1"}, {"path": "2"}]}
+    ]
+    with tifffile.TiffWriter(tmp_path / "image.tif") as tif:
+        tif.write(data, subifds=1, tile=(256, 256))
+        tif.write(data[::2, ::2], subfiletype=1, tile=(256, 256))
+    box = box_object(505, 305, 550, 335)
+    masks = []
+    for path, count in ((tmp_path / "image.ome.zarr", 3), (tmp_path / "image.tif", 2)):
+        levels = open_pyramid(path)
+        assert len(levels) == count and all(isinstance(level, zarr.Array) for level in levels)  # lazy
+        assert levels[0].shape == (1024, 1024) and levels[1].shape == (512, 512)
+        session = session_on(levels)
+        assert session.image is levels[0] and session.tiled
+        session.ensure_embedding(())
+        run(session.iter_tiles((), [box]))
+        masks.append(session.predict([box], ()).masks[0])
+    np.testing.assert_array_equal(masks[0], masks[1])  # the same full-resolution pixels either way
+
+    group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "1"}, {"path": "0"}]}]
+    with pytest.raises(ValueError, match="Level 1 of this multiscale image .* is not smaller than level 0"):
+        open_pyramid(tmp_path / "image.ome.zarr")
+    del group.attrs["multiscales"]
+    with pytest.raises(ValueError, match="without OME-Zarr 'multiscales' metadata"):
+        open_pyramid(tmp_path / "image.ome.zarr")
+
+
+def test_propagation_through_a_stack_of_tiled_slices(tmp_path, session_on):
+    from napari_ovsam.propagation import PropagationSettings
+
+    block = np.zeros((256, 300), np.uint16)
+    block[100:160, 120:200] = 30000
+    data = np.stack([block] * 3)
+    stack = zarr.create_array(
+        store=str(tmp_path / "stack.zarr"), shape=data.shape, dtype=np.uint16, chunks=(1, 128, 128)
+    )
+    stack[...] = data
+    session = session_on(stack)
+    labels = zarr.create_array(
+        store=str(tmp_path / "labels.zarr"), shape=data.shape, dtype=np.uint32, chunks=(1, 128, 128)
+    )
+    session.attach_labels(labels)
+    session.ensure_embedding((1,))
+    objects = [box_object(120, 100, 199, 159)]
+    results = session.predict(objects, (1,))  # 9 tiles: encoded when the slice came into view
+    group = session.commit(results)
+    assert group is not None and group.label_ids == (1,)
+    settings = PropagationSettings(min_iou=-1.0, min_overlap=0.0)
+    steps = list(session.iter_propagate([1], (1,), settings))
+    assert {s.slice_index for s in steps} == {(0,), (2,)}
+    for step in steps:  # what the predictor alone gives on that slice, from the box around slice 1's mask
+        assert step.painted == (labels[step.slice_index[0]] == 1).any()
+    assert session.undo().description == "propagation of 1 object(s)"
+    assert not (labels[0] == 1).any() and not (labels[2] == 1).any() and (labels[1] == 1).any()
+
+
+def test_the_largest_label_of_a_large_2d_zarr_array_is_read_band_by_band(tmp_path):
+    from napari_ovsam.painting import max_label
+
+    labels = SpyArray(
+        zarr.create_array(
+            store=str(tmp_path / "l.zarr"), shape=(2048, 1000), dtype=np.uint32, chunks=(512, 512)
+        )
+    )
+    labels.array[1500, 900] = 7
+    labels.chunks = labels.array.chunks
+    assert max_label(labels) == 7
+    assert [key.stop - key.start for key in labels.reads] == [512] * 4  # one band of chunks at a time
