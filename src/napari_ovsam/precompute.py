@@ -35,7 +35,7 @@ from ovsam_model.data.stacks import open_stack as open_lazy_stack
 from ovsam_model.predictor import OVSAMPredictor
 
 from .cache import EmbeddingCache, make_key, model_fingerprint
-from .tiles import SliceView, iter_tile_states, slice_view, tiles_slices_of
+from .tiles import SliceView, iter_precompute_tiles, slice_view, tiles_slices_of
 
 
 def precompute_stack(
@@ -106,18 +106,16 @@ def _precompute_tiles(
     should_stop: Callable[[], bool] | None,
 ) -> int:
     """``precompute_stack`` of slices the predictor tiles: every tile of every slice, read lazily."""
-    computed = done = 0
-    lock = threading.Lock()
-    for z in indices:
-        predictor.set_image(lazy_slice(stack, z), contrast_limits=contrast_limits)
-        total = len(indices) * len(predictor.tile_grid)
-        for _, _, new in iter_tile_states(predictor, cache, lock, fingerprint):
-            if should_stop is not None and should_stop():
-                return computed
-            done += 1
-            computed += int(new)
-            if progress is not None:
-                progress(done, total)
+    computed = 0
+    views = [lazy_slice(stack, z) for z in indices]
+    for done, total, new in iter_precompute_tiles(
+        predictor, views, contrast_limits, cache, threading.Lock(), fingerprint
+    ):
+        computed += int(new)
+        if progress is not None:
+            progress(done, total)
+        if should_stop is not None and should_stop():
+            break
     return computed
 
 

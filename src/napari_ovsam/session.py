@@ -47,8 +47,8 @@ from .tiles import (
     EAGER_TILES,
     TiledSlice,
     TilesNeeded,
+    iter_precompute_tiles,
     iter_prepare,
-    iter_tile_states,
     predict_objects,
     prepare_all,
     slice_view,
@@ -342,10 +342,27 @@ class AnnotationSession:
         ``slice_index``), skipping cached ones (worker thread).
 
         Yields ``(done, total, computed)`` after each slice; stopping the iteration cancels cleanly (what is
-        stored stays, so running it again resumes).
+        stored stays, so running it again resumes). A tiled image: every tile of the slice (2D) or of each slice
+        of the range, counted in tiles.
         """
-        if self.tiled:  # every tile of the slice (2D) or of each slice of the range
-            yield from self._precompute_tiles(slice_index, start, stop)
+        if self.tiled:
+            lead = tuple(int(i) for i in slice_index)[:-1]
+            slices = (
+                [(*lead, z) for z in range(self.leading_shape[-1])[start:stop]]
+                if self.leading_shape
+                else [()]
+            )
+            views = [slice_view(self._require_image(), index) for index in slices]
+            for step in iter_precompute_tiles(
+                self.job_predictor(),
+                views,
+                self.contrast_limits,
+                self.cache,
+                self._cache_lock,
+                self.fingerprint,
+            ):
+                self.encoder_runs += int(step[2])
+                yield step
             return
         if not self.leading_shape:
             raise ValueError("The image is 2D: it has no stack axis.")
@@ -356,24 +373,6 @@ class AnnotationSession:
         for done, z in enumerate(indices, start=1):
             info = self._embed((*prefix, z), setting, predictor, load=False)
             yield done, len(indices), info.computed
-
-    def _precompute_tiles(self, slice_index: SliceIndex, start: int, stop: int | None) -> Iterator:
-        """``iter_precompute`` of a tiled image: ``(done, total, computed)`` counted in tiles."""
-        if self.leading_shape:
-            prefix = tuple(int(i) for i in slice_index)[:-1]
-            slices = [(*prefix, z) for z in range(self.leading_shape[-1])[slice(start, stop)]]
-        else:
-            slices = [()]
-        predictor, fingerprint = self.job_predictor(), self.fingerprint
-        image, limits = self._require_image(), self.contrast_limits
-        done = 0
-        for index in slices:
-            predictor.set_image(slice_view(image, index), contrast_limits=limits)
-            total = len(slices) * len(predictor.tile_grid)
-            for _, _, computed in iter_tile_states(predictor, self.cache, self._cache_lock, fingerprint):
-                done += 1
-                self.encoder_runs += int(computed)
-                yield done, total, computed
 
     # ------------------------------------------------------------------------------------------ prompts
 

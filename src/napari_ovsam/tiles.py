@@ -298,6 +298,25 @@ def prepare_all(
     return encoded
 
 
+def iter_precompute_tiles(
+    predictor: Any,
+    views: Sequence[Any],
+    contrast_limits: Any,
+    cache: EmbeddingCache,
+    cache_lock: threading.Lock,
+    fingerprint: str,
+) -> Iterator[tuple[int, int, bool]]:
+    """Worker (precompute): every grid tile of each slice (lazy views, one after the other on ``predictor``)
+    into the cache, skipping verified entries; yields ``(done, total, computed)`` counted in tiles."""
+    done = 0
+    for view in views:
+        predictor.set_image(view, contrast_limits=contrast_limits)
+        total = len(views) * len(predictor.tile_grid)
+        for _, _, computed in iter_tile_states(predictor, cache, cache_lock, fingerprint):
+            done += 1
+            yield done, total, computed
+
+
 def iter_tile_states(
     predictor: Any, cache: EmbeddingCache, cache_lock: threading.Lock, fingerprint: str
 ) -> Iterator[tuple[int, int, bool]]:

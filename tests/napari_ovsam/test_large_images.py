@@ -359,3 +359,22 @@ def test_the_largest_label_of_a_large_2d_zarr_array_is_read_band_by_band(tmp_pat
     labels.chunks = labels.array.chunks
     assert max_label(labels) == 7
     assert [key.stop - key.start for key in labels.reads] == [512] * 4  # one band of chunks at a time
+
+
+def test_a_prompt_larger_than_a_tile_is_decoded_on_a_view_of_its_region(tmp_path, session_on, tiny_model):
+    array, data = zarr_image(tmp_path / "big.zarr")
+    session = session_on(array)
+    session.ensure_embedding(())
+    objects = [box_object(400, 200, 700, 450)]  # 300 x 250 px: larger than a 128 px tile
+    with pytest.raises(TilesNeeded):
+        session.predict(objects, ())
+    steps, encoded = run(session.iter_tiles((), objects))
+    assert encoded == 1 and [m for *_, m in steps] == ["Encoding a view around a prompt (121 tiles)…"]
+    results = session.predict(objects, ())
+    reference = OVSAMPredictor(tiny_model)
+    reference.set_vocabulary(VOCABULARY)
+    reference.set_image(data)
+    expected = reference.predict(boxes=objects[0].box_xyxy)
+    assert expected.tiles.tolist() == [-1]
+    np.testing.assert_array_equal(results.masks[0], expected.masks[0, 0])
+    assert not any(session.cache.keys())  # a view made for one prompt is no tile entry
