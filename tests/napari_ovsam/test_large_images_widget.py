@@ -125,3 +125,20 @@ def test_precompute_covers_the_tiles_of_a_large_2d_image(widget, qtbot, tmp_path
     viewer.layers[_layers.BOXES].add_rectangles(box_to_shape_vertices((505, 305, 550, 335)))
     qtbot.waitUntil(lambda: widget._annotate._results is not None, timeout=30000)
     assert widget.session._tiled[()].predictor.tiles.encodings == 0  # restored from the cache
+
+
+def test_a_commit_asked_while_tiles_are_encoded_follows_them(widget, qtbot, tmp_path):
+    viewer = widget.viewer
+    viewer.add_image(big_zarr(tmp_path / "big.zarr"), name="mosaic")
+    load_tiny(qtbot, widget)
+    widget._annotate._live.setChecked(False)
+    boxes = viewer.layers[_layers.BOXES]
+    boxes.add_rectangles(box_to_shape_vertices((505, 305, 550, 335)))
+    boxes.add_rectangles(box_to_shape_vertices((20, 900, 60, 960)))
+    assert widget.commit() is None  # the tiles are encoded first, in the worker
+    labels = viewer.layers[_layers.LABELS]
+    qtbot.waitUntil(lambda: len(labels.features) >= 1, timeout=30000)
+    idle(qtbot, widget)
+    assert widget.session._tiled[()].predictor.tiles.encodings == 2
+    assert sorted(np.unique(labels.data[...])[1:]) == list(labels.features["label_id"])
+    assert "Committed" in widget.status and len(boxes.data) == 0
