@@ -1,9 +1,10 @@
 """The napari layers the widget creates and reuses; napari but no Qt, so each helper is easy to test.
 
 Layer names: "ovsam points" (Points, feature ``positive``: green positive, red negative), "ovsam boxes" (Shapes,
-rectangles), "ovsam preview" (Labels of one slice), "ovsam labels" (Labels with a ``features`` table; one per
-image, later ones named "ovsam labels [<image>]") and "ovsam names" (Points without symbols, drawing each
-object's ``class_name`` on its slice). Prompt and result layers get the image layer's dimensionality, scale
+rectangles), "ovsam preview" (Labels of one slice; on a tiled slice, of the box around its objects only),
+"ovsam labels" (Labels with a ``features`` table; one per image, later ones named "ovsam labels [<image>]";
+zarr-backed for lazy or large images) and "ovsam names" (Points without symbols, drawing each object's
+``class_name`` on its slice). Prompt and result layers get the image layer's dimensionality, scale
 and translate, so their data coordinates are the image's pixel coordinates (``prompts`` relies on it).
 """
 
