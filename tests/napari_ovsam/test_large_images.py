@@ -378,3 +378,43 @@ def test_a_prompt_larger_than_a_tile_is_decoded_on_a_view_of_its_region(tmp_path
     assert expected.tiles.tolist() == [-1]
     np.testing.assert_array_equal(results.masks[0], expected.masks[0, 0])
     assert not any(session.cache.keys())  # a view made for one prompt is no tile entry
+
+
+class LazyMosaic:
+    """A lazy uint16 (H, W) image whose pixels are made on demand (nothing is ever held whole)."""
+
+    def __init__(self, shape):
+        self.shape, self.dtype, self.ndim = shape, np.dtype(np.uint16), 2
+
+    def __getitem__(self, key):
+        rows, cols = key
+        r = np.arange(self.shape[0])[rows][:, None].astype(np.int64)
+        c = np.arange(self.shape[1])[cols][None, :].astype(np.int64)
+        return ((r * 7919 + c * 104729) % 4093 + 20000 * ((r // 50 + c // 50) % 2)).astype(np.uint16)
+
+
+def test_a_16k_image_is_annotated_without_full_size_masks_or_reads(session_on):
+    import tracemalloc
+
+    session = session_on(LazyMosaic((16384, 16384)))
+    labels = zarr.create_array(
+        store=zarr.storage.MemoryStore(), shape=(16384, 16384), dtype=np.uint32, chunks=(1024, 1024)
+    )
+    target = session.attach_labels(labels)
+    assert session.ensure_embedding(()).tiles == 171 * 171
+    objects = [
+        box_object(1010, 2010, 1040, 2040),
+        box_object(15000, 300, 15030, 330),
+        box_object(8000, 15000, 8040, 15040),
+    ]
+    assert run(session.iter_tiles((), objects))[1] == 3
+    tracemalloc.start()
+    results = session.predict(objects, ())
+    group = session.commit(results)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 64 * 2**20  # one full-size bool mask would be 256 MiB, a uint32 labels image 1 GiB
+    assert group is not None and labels.nchunks_initialized <= 3 * 4  # only the chunks the objects touch
+    assert group.nbytes < 2**20 and target.history[-1] is group  # undo holds the objects' boxes only
+    session.undo()
+    assert all(not labels[b[0] : b[1], b[2] : b[3]].any() for b in results.masks.boxes() if b is not None)
