@@ -133,10 +133,13 @@ def lazy_slice(stack: Any, z: int) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="python -m napari_ovsam.precompute",
-        description="Precompute OV-SAM image embeddings for every slice of a stack into an embedding cache folder.",
+        description="Precompute OV-SAM image embeddings for every slice of a stack (every tile of large slices) "
+        "into an embedding cache folder.",
     )
     parser.add_argument(
-        "stack", help="image stack: .zarr directory, .tif/.tiff or .npy (slices: flat over the leading axes)"
+        "stack",
+        help="image stack or one large image: .zarr directory (OME-Zarr: level 0), .tif/.tiff (pyramidal: level "
+        "0) or .npy (slices: flat over the leading axes; large slices are embedded tile by tile)",
     )
     parser.add_argument(
         "--out",
