@@ -47,10 +47,11 @@ from .tiles import (
     EAGER_TILES,
     TiledSlice,
     TilesNeeded,
+    drain,
     iter_precompute_tiles,
     iter_prepare,
+    iter_prepare_all,
     predict_objects,
-    prepare_all,
     slice_view,
     tiles_slices_of,
 )
@@ -253,12 +254,23 @@ class AnnotationSession:
         """Read the slice, and embed it unless the cache has it (worker thread: may run the image encoder).
 
         A failure is remembered (see :meth:`embedding_failure`) until the setting changes or
-        :meth:`forget_failures`, so that a caller does not retry an image the model cannot take.
+        :meth:`forget_failures`, so that a caller does not retry an image the model cannot take. A tiled
+        slice is opened (a contrast sample read, see :mod:`napari_ovsam.tiles`); one of at most
+        ``tiles.EAGER_TILES`` tiles has them all encoded now, a larger one none (they follow the prompts).
         """
+        return drain(self.iter_embedding(slice_index, predictor))
+
+    def iter_embedding(
+        self, slice_index: SliceIndex, predictor: Any = None
+    ) -> Generator[tuple[int, int, str], None, EmbeddingInfo]:
+        """:meth:`ensure_embedding` as a worker job: yields ``(done, total, message)`` before each tile it
+        encodes ("Encoding tile 3 of 9…"); returns the :class:`EmbeddingInfo`."""
         slice_index = tuple(int(i) for i in slice_index)
         # What this computation is for; the GUI may switch model, image or contrast while it runs.
         setting = (self.fingerprint, self.image, self.contrast_limits)
         try:
+            if self.tiled:
+                return (yield from self._embed_tiled(slice_index, setting))
             return self._embed(slice_index, setting, predictor, load=True)
         except Exception as error:
             if self._is_current(setting):
@@ -274,13 +286,6 @@ class AnnotationSession:
     ) -> EmbeddingInfo:
         """Embed a slice unless cached; ``load``: bring a disk hit into memory (for the next prompt)."""
         started = time.perf_counter()
-        if self.tiled:
-            tiled = self._open_tiled(slice_index, setting)
-            key, encoded = (setting[0], f"tiled{slice_index}"), 0
-            if tiled.grid_size <= EAGER_TILES:  # a few tiles: all of them now, as a small image
-                encoded = prepare_all(tiled, self.cache, self._cache_lock, setting[0])
-                self.encoder_runs += encoded
-            return EmbeddingInfo(key, encoded > 0, time.perf_counter() - started, tiled.grid_size)
         encoder = predictor if predictor is not None else self.job_predictor()
         image = self.read_slice(slice_index)
         key = make_key(setting[0], image, setting[2])
@@ -296,6 +301,18 @@ class AnnotationSession:
         if self._is_current(setting):
             self._keys[slice_index] = key  # else the key names a setting that is gone
         return EmbeddingInfo(key, not cached, time.perf_counter() - started)
+
+    def _embed_tiled(
+        self, slice_index: SliceIndex, setting: tuple[Any, ...]
+    ) -> Generator[tuple[int, int, str], None, EmbeddingInfo]:
+        started = time.perf_counter()
+        tiled = self._open_tiled(slice_index, setting)
+        encoded = 0
+        if tiled.grid_size <= EAGER_TILES:  # a few tiles: all of them now, as a small image
+            encoded = yield from iter_prepare_all(tiled, self.cache, self._cache_lock, setting[0])
+            self.encoder_runs += encoded
+        key = (setting[0], f"tiled{slice_index}")
+        return EmbeddingInfo(key, encoded > 0, time.perf_counter() - started, tiled.grid_size)
 
     def _open_tiled(self, slice_index: SliceIndex, setting: tuple[Any, ...]) -> TiledSlice:
         """The tiled slice's predictor, its image set on a lazy view of the slice (worker: reads a contrast

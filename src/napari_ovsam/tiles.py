@@ -208,13 +208,7 @@ def predict_objects(
     may have changed it)."""
     encoded = 0
     if worker:
-        steps = iter_prepare(tiled, objects, cache, cache_lock, fingerprint)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as stop:
-                encoded = int(stop.value or 0)
-                break
+        encoded = drain(iter_prepare(tiled, objects, cache, cache_lock, fingerprint))
         tiled.lock.acquire()
     elif not tiled.lock.acquire(blocking=False):  # the worker is encoding a tile of this slice
         raise TilesNeeded(slice_index, objects, 0)
@@ -277,25 +271,36 @@ def _decode(
     return TiledPrediction(masks, scores, iou, topk_names, topk_scores)
 
 
-def prepare_all(
+def iter_prepare_all(
     tiled: TiledSlice, cache: EmbeddingCache, cache_lock: threading.Lock, fingerprint: str
-) -> int:
+) -> Generator[tuple[int, int, str], None, int]:
     """Worker: every grid tile of a small grid (see ``EAGER_TILES``) ready, from the cache or encoded and
-    cached; returns the number encoded."""
-    predictor, encoded = tiled.predictor, 0
-    with tiled.lock:
-        for index in range(len(predictor.tile_grid)):
+    cached; yields ``(done, total, message)`` before each encoding; returns the number encoded."""
+    predictor, encoded, total = tiled.predictor, 0, tiled.grid_size
+    for index in range(total):
+        with tiled.lock:
             tiled.keys[index] = key = predictor.tile_key(index)
             with cache_lock:
                 state = cache.get((fingerprint, key))
             if state is not None:
                 predictor.set_tile_embedding(index, state)
                 continue
+        yield index, total, f"Encoding tile {index + 1} of {total}…"
+        with tiled.lock:
             state = predictor.get_tile_embedding(index)
-            encoded += 1
-            with cache_lock:
-                cache.put((fingerprint, key), state)
+        encoded += 1
+        with cache_lock:
+            cache.put((fingerprint, key), state)
     return encoded
+
+
+def drain(steps: Generator[Any, None, Any]) -> Any:
+    """Run a job generator to its end (outside a job runner) and return its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def iter_precompute_tiles(

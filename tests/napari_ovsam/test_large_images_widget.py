@@ -142,3 +142,20 @@ def test_a_commit_asked_while_tiles_are_encoded_follows_them(widget, qtbot, tmp_
     assert widget.session._tiled[()].predictor.tiles.encodings == 2
     assert sorted(np.unique(labels.data[...])[1:]) == list(labels.features["label_id"])
     assert "Committed" in widget.status and len(boxes.data) == 0
+
+
+def test_an_image_of_a_few_tiles_is_encoded_tile_by_tile_when_it_comes_into_view(widget, qtbot):
+    viewer = widget.viewer
+    viewer.add_image(np.random.default_rng(1).integers(0, 3000, (256, 300)).astype(np.uint16), name="few")
+    load_tiny(qtbot, widget)
+    idle(qtbot, widget)
+    assert [m for m in widget.messages if m.startswith("Encoding tile ")] == [
+        f"Encoding tile {i} of 9…" for i in range(1, 10)
+    ]
+    assert (
+        widget.status.startswith("Image ready (computed in ")
+        and "9 tiles at native resolution" in widget.status
+    )
+    viewer.layers[_layers.BOXES].add_rectangles(box_to_shape_vertices((30, 30, 90, 80)))
+    assert widget._annotate._results is not None  # decoded at once, inside the layer's event: no worker
+    assert widget.session._tiled[()].predictor.tiles.encodings == 9

@@ -341,8 +341,13 @@ def test_a_failing_embedding_is_reported_once(viewer, widget, qtbot, monkeypatch
     monkeypatch.setattr(status, "show_error", errors.append)
     load_tiny(qtbot, widget)
     attempts = []
-    ensure = widget.session.ensure_embedding
-    monkeypatch.setattr(widget.session, "ensure_embedding", lambda *a: attempts.append(a) or ensure(*a))
+    embed = widget.session.iter_embedding  # the embedding job's entry point (a generator: it reports tiles)
+
+    def counted(*args):
+        attempts.append(args)
+        return (yield from embed(*args))
+
+    monkeypatch.setattr(widget.session, "iter_embedding", counted)
     viewer.add_image(image, name="hostile")
     widget._image_panel._image.setCurrentText("hostile")
     idle(qtbot, widget)  # the old widget retried at once, forever: never idle

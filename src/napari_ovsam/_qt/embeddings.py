@@ -92,7 +92,7 @@ class EmbeddingScheduler:
         if then is not None:
             self.wait_for(then)
         job = self._jobs.start(
-            "embedding", self._session.ensure_embedding, slice_index,
+            "embedding", self._session.iter_embedding, slice_index,
             on_done=lambda info, _: self._on_done(info, slice_index),
             on_error=self._on_error, progress="OV-SAM: image embedding",
             on_finish=lambda _: self._after(),
