@@ -418,3 +418,24 @@ def test_a_16k_image_is_annotated_without_full_size_masks_or_reads(session_on):
     assert group.nbytes < 2**20 and target.history[-1] is group  # undo holds the objects' boxes only
     session.undo()
     assert all(not labels[b[0] : b[1], b[2] : b[3]].any() for b in results.masks.boxes() if b is not None)
+
+
+def test_a_large_rgb_image_is_tiled_over_its_spatial_axes(tmp_path, session_on, tiny_model):
+    data = np.random.default_rng(4).integers(0, 255, (600, 500, 3)).astype(np.uint8)
+    rgb = zarr.create_array(
+        store=str(tmp_path / "rgb.zarr"), shape=data.shape, dtype=np.uint8, chunks=(256, 256, 3)
+    )
+    rgb[...] = data
+    session = AnnotationSession(OVSAMPredictor(tiny_model))
+    session.set_vocabulary(VOCABULARY)
+    session.set_image(rgb, rgb=True)
+    assert session.tiled and session.labels_shape == (600, 500)
+    session.ensure_embedding(())
+    objects = [box_object(200, 300, 260, 350)]
+    run(session.iter_tiles((), objects))
+    results = session.predict(objects, ())
+    reference = OVSAMPredictor(tiny_model)
+    reference.set_vocabulary(VOCABULARY)
+    reference.set_image(data)
+    assert results.masks.shape == (1, 600, 500)
+    np.testing.assert_array_equal(results.masks[0], reference.predict(boxes=objects[0].box_xyxy).masks[0, 0])
