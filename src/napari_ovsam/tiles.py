@@ -15,6 +15,12 @@ one predictor copy per slice (:class:`TiledSlice`), shared by the worker and the
   grid tiles from the cache's memory only, and never encodes: a prompt that needs a tile which is not there
   raises :class:`TilesNeeded`, and the caller runs :func:`iter_prepare` in a worker first.
 
+A slice of at most ``EAGER_TILES`` tiles is encoded whole, tile by tile, when it comes into view
+(:func:`iter_prepare_all`); precompute covers every tile of the slices it is given
+(:func:`iter_precompute_tiles`, resumable: verified entries are skipped). Views made for one prompt (a prompt
+larger than a tile, or across tiles beyond their overlap; ``ovsam_model.tiling.route``) are kept by the
+predictor only, never cached.
+
 Frames: prompts are :class:`~napari_ovsam.prompts.ObjectPrompt` (x, y) pixels of the slice; masks come back
 as :class:`~napari_ovsam.results.CroppedMasks` ((row, col) crops with their offsets in the slice).
 """
