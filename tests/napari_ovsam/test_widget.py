@@ -293,7 +293,9 @@ def test_missing_weights_are_explained(viewer, widget, qtbot, tmp_path):
     widget._model_panel._model.setCurrentText("demo")
     assert "closed vocabulary" in widget._model_panel._model_note.text().lower()
     assert widget._vocabulary._vocab_text.toPlainText().split() == list(DEMO_CLASSES)
-    weights = Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.safetensors"
+    weights = (
+        Path(__file__).resolve().parents[2] / "src" / "ovsam_model" / "weights" / "ovsam_demo.safetensors"
+    )
     if not weights.exists():
         assert "not installed yet" in widget._model_panel._model_note.text()
         widget.load_model()
