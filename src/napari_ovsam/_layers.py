@@ -178,9 +178,19 @@ def show_preview(viewer: napari.Viewer, image: Image, results: ObjectResults | N
     data = np.zeros(shape, np.min_scalar_type(max(count, 255)))
     if results is not None:
         data[(0,) * lead] = results.label_image()
-    if layer is None or layer.ndim != data.ndim:
-        if layer is not None:
-            viewer.layers.remove(layer)
+    layer = _put_preview(viewer, layer, data, image, translate)
+    layer.metadata[_PREVIEW_BOX] = _masks_box(results)
+    return layer
+
+
+def _put_preview(
+    viewer: napari.Viewer, layer: Labels | None, data: np.ndarray, image: Image, translate: Any
+) -> Labels:
+    """Show ``data`` in the preview layer (made, or remade for another dimensionality), below the names."""
+    if layer is not None and layer.ndim != data.ndim:
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_labels(
                 data, name=PREVIEW, opacity=0.55, scale=image.scale, translate=translate
@@ -189,7 +199,6 @@ def show_preview(viewer: napari.Viewer, image: Image, results: ObjectResults | N
             _to_top(viewer, find(viewer, NAMES))
     else:
         layer.data, layer.scale, layer.translate = data, image.scale, translate
-    layer.metadata[_PREVIEW_BOX] = _masks_box(results)
     return layer
 
 
@@ -206,19 +215,7 @@ def _show_cropped_preview(viewer: napari.Viewer, image: Image, results: ObjectRe
     data[(0,) * lead] = results.label_image((slice(r0, r1), slice(c0, c1)), data.dtype)
     offset = np.r_[np.asarray(results.slice_index, float), r0, c0] * np.asarray(image.scale)
     translate = np.asarray(image.translate, float) + offset
-    layer = find(viewer, PREVIEW)
-    if layer is not None and layer.ndim != data.ndim:
-        viewer.layers.remove(layer)
-        layer = None
-    if layer is None:
-        with keep_selection(viewer):
-            layer = viewer.add_labels(
-                data, name=PREVIEW, opacity=0.55, scale=image.scale, translate=translate
-            )
-        if find(viewer, NAMES) is not None:
-            _to_top(viewer, find(viewer, NAMES))
-    else:
-        layer.data, layer.scale, layer.translate = data, image.scale, translate
+    layer = _put_preview(viewer, find(viewer, PREVIEW), data, image, translate)
     layer.metadata[_PREVIEW_BOX] = (0, r1 - r0, 0, c1 - c0)  # in the layer's own pixels
     return layer
 
