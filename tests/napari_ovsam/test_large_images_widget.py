@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import zarr
+from widget_helpers import idle, load_tiny
 
 from napari_ovsam import _layers
 from napari_ovsam._qt.widget import OVSAMWidget
@@ -15,12 +15,6 @@ from napari_ovsam.prompts import box_to_shape_vertices
 from napari_ovsam.results import CroppedMasks
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _offline_caches(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("OVSAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ovsam-cache"))
 
 
 @pytest.fixture
@@ -35,19 +29,6 @@ def widget(make_napari_viewer, qtbot):
     yield widget
     widget.close()
     qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
-
-
-def idle(qtbot, widget, timeout=30000):
-    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
-
-
-def load_tiny(qtbot, widget):
-    torch.manual_seed(0)
-    widget._model_panel._model.setCurrentText("tiny")
-    widget._model_panel._device.setCurrentText("cpu")
-    widget.load_model()
-    idle(qtbot, widget)
-    assert widget.session.predictor is not None, widget.status
 
 
 def big_zarr(path, shape=(1024, 1024)):

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-import torch
 import zarr
+from widget_helpers import idle, load_tiny
 
 from napari_ovsam import _layers
 from napari_ovsam._qt.objects_table import ALTERNATIVES, CLASS
@@ -25,12 +25,6 @@ from napari_ovsam.prompts import box_to_shape_vertices
 from ovsam_model.vocabulary import DEMO_CLASSES
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _offline_caches(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("OVSAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ovsam-cache"))
 
 
 @pytest.fixture
@@ -45,20 +39,6 @@ def widget(viewer, qtbot):
     yield widget
     widget.close()
     qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
-
-
-def idle(qtbot, widget, timeout=30000):
-    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
-
-
-def load_tiny(qtbot, widget):
-    torch.manual_seed(0)  # the tiny model's random weights, reproducibly
-    widget._model_panel._model.setCurrentText("tiny")
-    widget._model_panel._device.setCurrentText("cpu")
-    assert widget.load_model().lane == "model"
-    idle(qtbot, widget)
-    assert widget.session.predictor is not None, widget.status
-    assert widget.session.vocabulary.names == list(DEMO_CLASSES)
 
 
 def add_sample(viewer, sample):
