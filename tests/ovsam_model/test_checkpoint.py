@@ -29,15 +29,6 @@ from ovsam_model.modeling.ovsam import OVSAM, ImageFeatures
 BOX = torch.tensor([[20.0, 24.0, 90.0, 100.0]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~100x faster than two on a shared, busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 def tiny_dict(**decoder) -> dict:
     data = json.loads((CONFIG_DIR / "tiny.json").read_text())

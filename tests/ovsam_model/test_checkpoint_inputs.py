@@ -25,14 +25,6 @@ from ovsam_model.config import load_config
 from ovsam_model.modeling.ovsam import OVSAM
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> OVSAM:
     torch.manual_seed(0)
