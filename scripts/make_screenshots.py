@@ -3,8 +3,10 @@
     xvfb-run -a python scripts/make_screenshots.py [--out docs/images] [--model demo]
 
 Writes ``widget_start.png`` (the sample stack as it opens, model loaded, nothing annotated),
-``widget_2d.png`` (three committed objects and a live preview) and ``widget_stack.png`` (an object carried
-through the stack). The demo model is used when its weights are installed, else the tiny random one.
+``widget_2d.png`` (three committed objects and a live preview), ``widget_stack.png`` (an object carried
+through the stack) and ``widget_large.png`` (a 1536 x 1536 zarr mosaic of held-out synthetic images, annotated
+at native resolution through tiles). The demo model is used when its weights are installed, else the tiny
+random one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +52,31 @@ def object_boxes(image, count: int) -> list[list[list[int]]]:
         [[max(r.bbox[0] - 3, 0), max(r.bbox[1] - 3, 0)], [min(r.bbox[2] + 3, h), min(r.bbox[3] + 3, w)]]
         for r in regions
     ]
+
+
+def mosaic(side: int = 256, per_row: int = 6, seed: int = 11):
+    """A (side * per_row)^2 uint16 mosaic of synthetic images (held-out seed) and its objects' XYXY boxes."""
+    import numpy as np
+
+    from ovsam_model.data.synthetic import generate_image, image_rng
+
+    image = np.zeros((side * per_row, side * per_row), np.uint16)
+    boxes = []
+    for i in range(per_row * per_row):
+        picture = generate_image(image_rng(seed, "val", i), side)
+        r, c = divmod(i, per_row)
+        image[r * side : (r + 1) * side, c * side : (c + 1) * side] = picture.image
+        for mask in sorted(picture.masks, key=lambda m: -m.sum())[:3]:
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            boxes.append(
+                (
+                    c * side + cols[0] - 3,
+                    r * side + rows[0] - 3,
+                    c * side + cols[-1] + 3,
+                    r * side + rows[-1] + 3,
+                )
+            )
+    return image, boxes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +153,37 @@ def main(argv: list[str] | None = None) -> int:
     viewer.reset_view()
     settle(app, widget)
     viewer.screenshot(str(args.out / "widget_stack.png"), canvas_only=False)
+
+    import zarr
+
+    viewer.layers.clear()
+    widget._tabs.setCurrentIndex(0)
+    pixels, object_boxes_xyxy = mosaic()
+    store = zarr.create_array(
+        store=str(Path(tempfile.mkdtemp()) / "mosaic.zarr"),
+        shape=pixels.shape,
+        dtype=pixels.dtype,
+        chunks=(512, 512),
+    )
+    store[...] = pixels
+    lo, hi = np.percentile(pixels, [0.5, 99.5])
+    large = viewer.add_image(store, name="mosaic (1536 x 1536, zarr)", contrast_limits=(float(lo), float(hi)))
+    widget._image_panel._image.setCurrentText(large.name)
+    settle(app, widget)
+    chosen = [b for b in object_boxes_xyxy if 560 <= b[0] < 980 and 480 <= b[1] < 860][:6]
+    for x0, y0, x1, y1 in chosen[:5]:
+        prompt(box=[[y0, x0], [y1, x1]])
+    settle(app, widget)
+    widget.commit()
+    settle(app, widget)
+    x0, y0, x1, y1 = chosen[5]
+    prompt(box=[[y0, x0], [y1, x1]])
+    settle(app, widget)
+    corners = np.array(chosen, float)
+    viewer.scene.camera.center = (float(corners[:, [1, 3]].mean()), float(corners[:, [0, 2]].mean()) + 20)
+    viewer.scene.camera.zoom = 820 / (max(np.ptp(corners[:, [1, 3]]), np.ptp(corners[:, [0, 2]])) + 120)
+    settle(app, widget)
+    viewer.screenshot(str(args.out / "widget_large.png"), canvas_only=False)
     print(f"Wrote {', '.join(p.name for p in sorted(args.out.glob('widget_*.png')))} to {args.out}")
     widget.close()
     viewer.close()

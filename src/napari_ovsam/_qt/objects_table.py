@@ -46,6 +46,7 @@ class ObjectsTable(QTableWidget):
         """Refill the table from a features table (see ``napari_ovsam.features``)."""
         self.blockSignals(True)
         try:
+            self.clearContents()  # drops the rows' alternative pickers too (a stale one stayed drawn at 0, 0)
             self.setRowCount(len(features))
             for row, record in enumerate(features.to_dict("records")):
                 self._fill_row(row, record)
