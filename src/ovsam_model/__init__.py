@@ -17,31 +17,38 @@ __version__ = "0.1.0"  # the one version string: pyproject.toml reads it, napari
 # The public names load their modules on first use: importing the package (e.g. for a napari plugin's
 # manifest, or a submodule) does not pay for torch, open_clip and torchvision up front.
 _EXPORTS = {
+    "CompactMasks": "prediction",
     "OVSAMConfig": "config",
     "OVSAMPredictor": "predictor",
     "Prediction": "prediction",
+    "TileSpec": "tiling",
     "Vocabulary": "vocabulary",
     "build_ovsam": "build",
     "list_models": "config",
     "list_presets": "vocabulary",
     "load_config": "config",
+    "paint_labels": "prediction",
 }
 __all__ = [
+    "CompactMasks",
     "OVSAMConfig",
     "OVSAMPredictor",
     "Prediction",
+    "TileSpec",
     "Vocabulary",
     "build_ovsam",
     "list_models",
     "list_presets",
     "load_config",
+    "paint_labels",
 ]
 
 if TYPE_CHECKING:
     from .build import build_ovsam
     from .config import OVSAMConfig, list_models, load_config
-    from .prediction import Prediction
+    from .prediction import CompactMasks, Prediction, paint_labels
     from .predictor import OVSAMPredictor
+    from .tiling import TileSpec
     from .vocabulary import Vocabulary, list_presets
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS)
