@@ -22,8 +22,8 @@ from .device import release_freed_memory
 from .embedding_state import check_image_state, check_tile_state, feature_state, features_from_state
 from .image import to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
-from .postprocess import clip_masks_to_boxes, keep_prompted_components
-from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, TorchPrediction, check_top_k, to_prediction
+from .postprocess import keep_prompted_components
+from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, TorchPrediction, check_top_k
 from .prompts import PromptSet, normalize_prompts
 from .text import vocabulary_embeddings
 from .tiled import (
@@ -40,6 +40,7 @@ from .tiled import (
 )
 from .tiling import TileSpec, Window, resolve_tiling
 from .vocabulary import Vocabulary
+from .whole import predict_whole
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "OVSAMPredictor", "Prediction", "TileSpec", "TorchPrediction"]
 
@@ -47,9 +48,6 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "OVSAMPredictor", "Prediction", "TileSpec", "To
 # upsamples each prompt's features to 4x the grid). Small on the CPU, where a chunk's size does not lower the
 # cost per prompt (benchmarks/README.md, "many prompts"); larger on a GPU, where it does.
 DEFAULT_CHUNK_SIZE = {"cpu": 4, "cuda": 64}
-# Masks brought to the original size per step: each is a float image at the padded model size and one at the
-# original size before it becomes bool, so few at a time.
-UPSCALE_CHUNK_SIZE = 4
 # Half side (input-frame pixels) of the region used to name a point prompt whose mask came out empty.
 _EMPTY_MASK_HALF_BOX = 16.0
 
@@ -307,40 +305,11 @@ class OVSAMPredictor:
             prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
             return predict_tiled(self, self.tiles, prompts, names, multimask_output, check_top_k(top_k))
         features = self._require_image()
-        vocabulary = self._require_vocabulary()
+        names = self._require_vocabulary().names
         assert self.original_size is not None and self.input_size is not None
-        top_k = check_top_k(top_k)
         prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
-        torch_prompts = prompts.to_input_frame(self.original_size, self.input_size, self.device)
-        # Chunk by chunk, so that only the bool masks and a float16 copy of the low-resolution logits are
-        # kept for all prompts (1,000 prompts on a 1024x768 image: 0.73 GiB + 0.12 GiB).
-        masks: np.ndarray | None = None
-        logits: torch.Tensor | None = None  # filled chunk by chunk: no concatenation copy at the end
-        ious, probs = [], []
-        done = 0
-        for chunk in torch_prompts.chunks(self.chunk_size):
-            part = self.predict_torch(features, chunk, multimask_output=multimask_output)
-            if masks is None or logits is None:
-                n, m = len(torch_prompts), part.iou.shape[1]
-                masks = np.empty((n, m, *self.original_size), dtype=bool)
-                logits = torch.empty((n, m, *part.low_res_logits.shape[-2:]), dtype=torch.float16)
-            self._full_size_masks(part.low_res_logits, out=masks[done : done + len(chunk)])
-            if self.clean_masks and prompts.boxes is not None:
-                clip_masks_to_boxes(masks[done : done + len(chunk)], prompts.boxes[done : done + len(chunk)])
-            logits[done : done + len(chunk)] = part.low_res_logits
-            ious.append(part.iou)
-            probs.append(part.probabilities)
-            done += len(chunk)
-            if self.device.type == "cpu" and done < len(torch_prompts):
-                release_freed_memory()  # a chunk's freed work, so that the heap does not fragment and grow
-        if masks is None or logits is None:  # no prompts (e.g. an empty (0, 4) array of detector boxes)
-            m = 3 if multimask_output and self.model.mask_decoder.num_multimask_outputs > 0 else 1
-            side = 4 * self.model.config.embedding_size
-            masks = np.zeros((0, m, *self.original_size), dtype=bool)
-            logits = torch.zeros(0, m, side, side, dtype=torch.float16)
-            ious, probs = [torch.zeros(0, m)], [torch.zeros(0, len(vocabulary) + 1)]
-        result = TorchPrediction(logits, torch.cat(ious), torch.cat(probs))
-        return self._to_numpy(result, masks, vocabulary, top_k)
+        sizes = (self.original_size, self.input_size)
+        return predict_whole(self, features, prompts, sizes, names, multimask_output, check_top_k(top_k))
 
     @torch.no_grad()
     def predict_torch(
@@ -434,22 +403,6 @@ class OVSAMPredictor:
         if prompts.boxes is not None:
             boxes = prompts.boxes
         return boxes
-
-    def _full_size_masks(self, low_res_logits: torch.Tensor, out: np.ndarray) -> None:
-        """Threshold [n, M, 4g, 4g] logits into ``out``, bool (n, M, H, W) at the original size."""
-        assert self.original_size is not None and self.input_size is not None
-        n, m = low_res_logits.shape[:2]
-        step = max(1, UPSCALE_CHUNK_SIZE // m)
-        for start in range(0, n, step):
-            chunk = low_res_logits[start : start + step]
-            up = self.model.upscale_masks(chunk, self.input_size, self.original_size)
-            out[start : start + len(chunk)] = (up > 0).cpu().numpy()
-
-    def _to_numpy(
-        self, result: TorchPrediction, masks: np.ndarray, vocabulary: Vocabulary, top_k: int
-    ) -> Prediction:
-        foreground = result.probabilities[:, :-1]
-        return to_prediction(masks, result.iou, result.low_res_logits, foreground, vocabulary.names, top_k)
 
     def _require_image(self) -> ImageFeatures:
         if self.features is None:
