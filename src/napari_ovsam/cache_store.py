@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+from ovsam_model.atomic import unique_temporary
 from ovsam_model.tensorfile import checksum as tensor_checksum
 
 MARKER = "napari-ovsam-cache.json"
@@ -178,10 +178,9 @@ class CacheStore:
         folder.mkdir(exist_ok=True)
         if not (folder / FINGERPRINT_FILE).is_file():
             _atomic_write(folder / FINGERPRINT_FILE, key[0].encode("utf-8"))
-        temporary = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        temporary = unique_temporary(path)  # made empty, exclusively: no other writer has this name
         try:
-            with open(temporary, "xb") as handle:
-                handle.write(data)
+            temporary.write_bytes(data)
             try:
                 os.link(temporary, path)  # atomic, and never over another writer's complete entry
             except FileExistsError:
@@ -329,7 +328,7 @@ def _is_zarr_cache(root: Path) -> bool:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    temporary = unique_temporary(path)
     try:
         temporary.write_bytes(data)
         os.replace(temporary, path)

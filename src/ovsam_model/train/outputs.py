@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import unique_temporary
+
 MARKER = "ovsam_run.json"
 METRICS = "metrics.jsonl"
 RESUME_STATE = "last.safetensors"
@@ -116,7 +118,7 @@ def trim_metrics(path: Path, step: int) -> int:
 
 
 def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary = unique_temporary(path)
     try:
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, path)
