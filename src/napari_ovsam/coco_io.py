@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ovsam_model.rle import label_pixels, label_rles, pixel_bbox
+
 from .coco_polygons import mask_polygons
 from .naming import UNKNOWN_CLASS
 
@@ -136,49 +138,15 @@ def _slice_objects(
     slice_labels: np.ndarray, polygons: bool = False
 ) -> list[tuple[int, Any, int, list[float]]]:
     """(label_id, RLE with str counts (or polygons), area, [x, y, w, h]) for every non-zero label of an
-    (H, W) slice.
-
-    One stable sort of the column-major pixels gives each label's pixel indices in column-major order, from
-    which the uncompressed RLE runs follow directly; pycocotools compresses them. This costs one sort per
-    slice instead of one full-image mask per object.
-    """
-    from pycocotools import mask as mask_utils
-
-    height, width = slice_labels.shape
-    flat = slice_labels.T.ravel()  # column-major (Fortran) order, as COCO RLE counts pixels
-    nonzero = np.flatnonzero(flat)
-    if nonzero.size == 0:
-        return []
-    values = flat[nonzero]
-    if values.min() < 0:
-        raise ValueError(f"negative label {int(values.min())}: COCO ids are >= 0; relabel the layer")
-    order = np.argsort(values, kind="stable")
-    values, pixels = values[order], nonzero[order]
-    ids, starts = np.unique(values, return_index=True)
+    (H, W) slice, from one sort of its pixels (``ovsam_model.rle``)."""
+    if not polygons:
+        return label_rles(slice_labels)
+    height = slice_labels.shape[0]
     objects = []
-    for label_id, part in zip(ids, np.split(pixels, starts[1:])):
+    for label_id, part in label_pixels(slice_labels):
         rows, cols = part % height, part // height
-        bbox = [float(cols.min()), float(rows.min()), float(np.ptp(cols) + 1), float(np.ptp(rows) + 1)]
-        if polygons:
-            objects.append((int(label_id), mask_polygons(rows, cols), int(part.size), bbox))
-            continue
-        rle = mask_utils.frPyObjects(
-            {"size": [height, width], "counts": _runs(part, height * width)}, height, width
-        )
-        rle["counts"] = rle["counts"].decode("ascii")
-        objects.append((int(label_id), rle, int(part.size), bbox))
+        objects.append((label_id, mask_polygons(rows, cols), int(part.size), pixel_bbox(part, height)))
     return objects
-
-
-def _runs(pixels: np.ndarray, total: int) -> list[int]:
-    """Uncompressed COCO RLE counts (zeros, ones, zeros, ...) of sorted column-major pixel indices."""
-    breaks = np.flatnonzero(np.diff(pixels) != 1)
-    run_starts = np.concatenate([[pixels[0]], pixels[breaks + 1]])
-    run_ends = np.concatenate([pixels[breaks], [pixels[-1]]]) + 1
-    gaps = run_starts - np.concatenate([[0], run_ends[:-1]])
-    counts = np.stack([gaps, run_ends - run_starts], axis=1).ravel()
-    tail = total - int(run_ends[-1])
-    return [int(c) for c in counts] + ([tail] if tail else [])
 
 
 def _json_number(value: Any) -> float | None:

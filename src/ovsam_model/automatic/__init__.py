@@ -1,0 +1,15 @@
+"""Segment and name everything (``AutomaticAnnotator``), name existing labels (``name_labels``); both give
+``Instances``: a non-overlapping label image with a class name, scores and alternatives per object."""
+
+from .annotator import AutomaticAnnotator, class_indices
+from .instances import Instances, coco_categories, empty_instances
+from .labels import name_labels
+
+__all__ = [
+    "AutomaticAnnotator",
+    "Instances",
+    "class_indices",
+    "coco_categories",
+    "empty_instances",
+    "name_labels",
+]
