@@ -151,6 +151,8 @@ class Prediction:
     array where that fits in memory; ``paint_labels`` paints either form into a label image), low_res_logits
     are in the padded input frame of the view each object was decoded on, and tiles gives that view: (N,) int64 grid
     tile index, -1 for a view made for the prompt (see ``ovsam_model.tiling.route``). Untiled: tiles is None.
+    background: float32 (N,) probability of the background class (not an object: the model's objectness, where
+    it was trained for it); None from baselines, which have no background class.
     """
 
     masks: np.ndarray | CompactMasks
@@ -163,6 +165,7 @@ class Prediction:
     topk_names: list[list[str]]
     low_res_logits: np.ndarray
     tiles: np.ndarray | None = None
+    background: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -194,6 +197,7 @@ def to_prediction(
     class_probabilities: torch.Tensor,
     names: Sequence[str],
     top_k: int,
+    background: torch.Tensor | None = None,
 ) -> Prediction:
     """Rank the classes of N objects and return them as a ``Prediction``.
 
@@ -214,4 +218,5 @@ def to_prediction(
         topk_scores=topk_scores.float().cpu().numpy(),
         topk_names=[[names[i] for i in row] for row in ids],
         low_res_logits=low_res_logits.to(torch.float16).cpu().numpy(),
+        background=None if background is None else background.float().cpu().numpy(),
     )

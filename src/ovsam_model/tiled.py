@@ -309,7 +309,7 @@ def predict_tiled(
             logits[members] = part.low_res_logits.to(torch.float16).cpu()
             iou[members], probs[members] = part.iou.float().cpu(), part.probabilities.float().cpu()
     masks = CompactMasks(crops, offsets, tiled.size, m)
-    result = to_prediction(masks, iou, logits, probs[:, :-1], names, top_k)
+    result = to_prediction(masks, iou, logits, probs[:, :-1], names, top_k, background=probs[:, -1])
     result.tiles = np.array([index for index, _ in routes], np.int64)
     return result
 

@@ -63,8 +63,10 @@ def predict_whole(
         logits = torch.zeros(0, m, side, side, dtype=torch.float16)
         ious, probs = [torch.zeros(0, m)], [torch.zeros(0, len(names) + 1)]
     result = TorchPrediction(logits, torch.cat(ious), torch.cat(probs))
-    foreground = result.probabilities[:, :-1]
-    return to_prediction(masks, result.iou, result.low_res_logits, foreground, names, top_k)
+    foreground, background = result.probabilities[:, :-1], result.probabilities[:, -1]
+    return to_prediction(
+        masks, result.iou, result.low_res_logits, foreground, names, top_k, background=background
+    )
 
 
 def full_size_masks(

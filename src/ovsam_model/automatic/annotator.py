@@ -252,7 +252,7 @@ class AutomaticAnnotator:
                 )
                 probabilities = np.zeros((len(batch), k + 1), np.float32)
                 np.put_along_axis(probabilities, out.topk_ids, out.topk_scores, axis=1)
-                probabilities[:, -1] = np.clip(1.0 - out.topk_scores.sum(axis=1), 0.0, 1.0)
+                probabilities[:, -1] = out.background
                 logits = torch.from_numpy(out.low_res_logits[:, 0].astype(np.float32))
                 stability = calculate_stability_score(logits, 0.0, STABILITY_OFFSET)
                 iou = torch.from_numpy(out.iou[:, 0])

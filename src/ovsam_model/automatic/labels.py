@@ -70,7 +70,7 @@ def name_labels(
         if refine or predictor.tiles is not None:
             result = predictor.predict(boxes=boxes[rows], top_k=k)
             np.put_along_axis(probabilities[rows], result.topk_ids, result.topk_scores, axis=1)
-            probabilities[rows, -1] = np.clip(1.0 - result.topk_scores.sum(axis=1), 0.0, 1.0)
+            probabilities[rows, -1] = result.background
             if refine:
                 iou[rows] = result.iou[:, 0]
                 _refine(
