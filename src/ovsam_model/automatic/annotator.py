@@ -225,8 +225,8 @@ class AutomaticAnnotator:
         its tile by ``predictor.predict``; masks come back cropped to their boxes."""
         predictor = self.predictor
         h, w = predictor.original_size
-        grid = predictor.tile_grid()
-        side = max(max(t.height, t.width) for t in grid) if grid else max(h, w)
+        grid = predictor.tile_grid
+        side = max(max(t.size) for t in grid) if grid else max(h, w)
         spacing = side / self.points_per_side
         xs = np.arange(spacing / 2, w, spacing, dtype=np.float32)
         ys = np.arange(spacing / 2, h, spacing, dtype=np.float32)
