@@ -17,7 +17,9 @@ __version__ = "0.1.0"  # the one version string: pyproject.toml reads it, napari
 # The public names load their modules on first use: importing the package (e.g. for a napari plugin's
 # manifest, or a submodule) does not pay for torch, open_clip and torchvision up front.
 _EXPORTS = {
+    "AutomaticAnnotator": "automatic",
     "CompactMasks": "prediction",
+    "Instances": "automatic",
     "OVSAMConfig": "config",
     "OVSAMPredictor": "predictor",
     "Prediction": "prediction",
@@ -27,10 +29,13 @@ _EXPORTS = {
     "list_models": "config",
     "list_presets": "vocabulary",
     "load_config": "config",
+    "name_labels": "automatic",
     "paint_labels": "prediction",
 }
 __all__ = [
+    "AutomaticAnnotator",
     "CompactMasks",
+    "Instances",
     "OVSAMConfig",
     "OVSAMPredictor",
     "Prediction",
@@ -40,10 +45,12 @@ __all__ = [
     "list_models",
     "list_presets",
     "load_config",
+    "name_labels",
     "paint_labels",
 ]
 
 if TYPE_CHECKING:
+    from .automatic import AutomaticAnnotator, Instances, name_labels
     from .build import build_ovsam
     from .config import OVSAMConfig, list_models, load_config
     from .prediction import CompactMasks, Prediction, paint_labels
