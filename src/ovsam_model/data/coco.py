@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ovsam_model.data.background import sample_background_prompts
 from ovsam_model.data.coco_json import (
     MAX_LISTED,
     ImageRecord,
@@ -63,7 +64,10 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         ``masks`` bool [M, h, w]; ``boxes`` float32 [M, 4] XYXY pixels of the masks; ``labels`` int64 [M]
         (indices into ``class_names``); ``ann_ids`` int64 [M]; ``image_id`` int; ``original_size`` (H, W);
         ``scale`` float (resized / original);
-        train only: ``prompts`` (see :func:`ovsam_model.data.prompts.sample_prompts`).
+        train only: ``prompts`` (see :func:`ovsam_model.data.prompts.sample_prompts`; with
+        ``background_prompts`` > 0 also the ``background_*`` prompts of
+        :func:`ovsam_model.data.background.sample_background_prompts`, placed away from every object of the
+        crop, those below ``min_area`` included).
 
     Training resamples (new flip/resize/crop, then another image) until an item keeps an instance of at least
     ``min_area`` pixels, so it never returns an item without instances. Evaluation keeps every non-crowd
@@ -96,6 +100,8 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         box_prompt_fraction: float = 21 / 40,
         box_jitter: float = 0.0,
         points_per_prompt: int = 1,
+        background_prompts: int = 0,
+        background_margin: float = 8.0,
         seed: int = 0,
     ) -> None:
         self.ann_file = Path(ann_file)
@@ -120,6 +126,12 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
             "box_fraction": float(box_prompt_fraction),
             "box_jitter": float(box_jitter),
             "points_per_prompt": int(points_per_prompt),
+        }
+        self.background_options: dict[str, Any] = {
+            "num_prompts": int(background_prompts),
+            "box_fraction": float(box_prompt_fraction),
+            "points_per_prompt": int(points_per_prompt),
+            "margin": float(background_margin),
         }
         self.seed, self.epoch = int(seed), 0
         self.records = build_records(
@@ -242,6 +254,9 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
             if keep.any():
                 item = self._item(out_image, out_masks[keep], original, keep, (height, width), scale)
                 item["prompts"] = sample_prompts(item["masks"], item["boxes"], rng, **self.prompt_options)
+                if self.background_options["num_prompts"] > 0:  # drawn last: the object prompts stay the same
+                    background = sample_background_prompts(out_masks, rng, **self.background_options)
+                    item["prompts"].update(background)
                 return item
         return None
 

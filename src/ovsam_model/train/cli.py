@@ -101,6 +101,21 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--box-jitter", type=float, default=0.0, help="box noise, fraction of box size")
     data.add_argument("--points-per-prompt", type=int, default=1, help="positive points per point prompt")
     data.add_argument(
+        "--background-prompts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N prompts per image on empty areas (points and boxes, --box-fraction of them boxes), "
+        "trained to an empty mask, the background class and IoU 0, so the model learns objectness "
+        "(default 0: none)",
+    )
+    data.add_argument(
+        "--background-margin",
+        type=float,
+        default=8.0,
+        help="least distance in pixels (at the model's input size) from a background point to every object",
+    )
+    data.add_argument(
         "--resize-ratio",
         type=float,
         nargs=2,
@@ -131,7 +146,15 @@ def _add_loss_args(p: argparse.ArgumentParser) -> None:
     loss.add_argument("--mask-weight", type=float, default=5.0, help="point-sampled BCE weight")
     loss.add_argument("--dice-weight", type=float, default=5.0, help="dice weight")
     loss.add_argument("--background-weight", type=float, default=0.1, help="CE weight of background")
-    loss.add_argument("--num-points", type=int, default=12544, help="sampled points per mask")
+    loss.add_argument(
+        "--background-prompt-weight",
+        type=float,
+        default=None,
+        help="CE weight of the --background-prompts' rows (default: --background-weight)",
+    )
+    loss.add_argument(
+        "--num-points", type=int, default=12544, help="sampled points per mask (0: every logit, dense)"
+    )
     loss.add_argument(
         "--roi-from-prediction",
         action="store_true",
@@ -206,6 +229,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             **{name: getattr(args, name) for name in ("train_ann", "train_images", "val_ann", "val_images")},
             **{name: getattr(args, name) for name in ("images", "image_list", "base_classes", "num_prompts")},
             **{name: getattr(args, name) for name in ("box_fraction", "box_jitter", "points_per_prompt")},
+            background_prompts=args.background_prompts,
+            background_margin=args.background_margin,
             resize_ratio=(args.resize_ratio[0], args.resize_ratio[1]),
             workers=args.workers,
         ),
@@ -225,6 +250,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 for name in ("roi_from_prediction", "roi_min_iou", "roi_clean_clicks")
             },
             background_weight=args.background_weight,
+            background_prompt_weight=args.background_prompt_weight,
         ),
         seen_only_classifier=args.seen_only_classifier,
         teacher=TeacherOptions(kind=args.teacher, cache=args.teacher_cache),

@@ -31,6 +31,14 @@ class Clip2SamLossConfig:
     # With roi_from_prediction: a click's box is that of the parts of its mask that hold the click, as the
     # predictor names clicks (``postprocess.keep_prompted_components``).
     roi_clean_clicks: bool = False
+    # Cross-entropy weight of the background prompts' rows (their target is the background column); None: the
+    # background column's weight ``background_weight``.
+    background_prompt_weight: float | None = None
+
+
+# Half side (input-frame pixels at 1024 px) of the box that names a click whose mask came out empty: the
+# predictor's own fallback (``predictor._EMPTY_MASK_HALF_BOX``).
+EMPTY_MASK_HALF_BOX = 16.0
 
 
 def _pad_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -47,35 +55,62 @@ def _decode_losses(
     cfg: Clip2SamLossConfig,
     *,
     is_box: bool,
+    background: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Mask (+ IoU) losses of one prompt kind on one image; point prompts train the best of the multimask
-    outputs (ambiguity), box prompts the single-mask output."""
+    outputs (ambiguity), box prompts the single-mask output.
+
+    ``background``: the prompts lie on empty areas (keys ``background_boxes`` / ``background_points``) and
+    ``targets`` are empty masks: BCE against zeros only (dice is left out: on an empty target it only measures
+    the predicted area, which the BCE already penalises), and the IoU head learns 0 for every output.
+    """
+    prefix = "background_" if background else ""
     if is_box:
-        decoded = model.decode(features, boxes=prompt["boxes"], multimask_output=False)
+        decoded = model.decode(features, boxes=prompt[f"{prefix}boxes"], multimask_output=False)
     else:
-        decoded = model.decode(
-            features, points=prompt["points"], point_labels=prompt["point_labels"], multimask_output=True
-        )
+        points, labels = prompt[f"{prefix}points"], prompt[f"{prefix}point_labels"]
+        decoded = model.decode(features, points=points, point_labels=labels, multimask_output=True)
     logits = decoded.low_res_logits  # [n, M, h, w]
     n, m = logits.shape[:2]
     repeated = targets[:, None].expand(-1, m, -1, -1, -1).reshape(n * m, 1, *targets.shape[-2:])
     bce, dice = mask_losses(logits.reshape(n * m, 1, *logits.shape[-2:]), repeated, cfg.num_points)
-    total = (cfg.mask_weight * bce + cfg.dice_weight * dice).view(n, m)
-    best = total.argmin(dim=1)
+    total = cfg.mask_weight * bce + (0.0 if background else cfg.dice_weight * dice)
+    best = total.view(n, m).argmin(dim=1)
     rows = torch.arange(n, device=logits.device)
-    out = {"bce": bce.view(n, m)[rows, best], "dice": dice.view(n, m)[rows, best]}
-    if cfg.roi_from_prediction:
-        chosen = logits.detach()[rows, best]
-        if cfg.roi_clean_clicks and not is_box:
-            size = model.config.image_size
-            chosen = keep_prompted_components(
-                chosen[:, None], prompt["points"], prompt["point_labels"], size
-            )[:, 0]
-        out["pred_boxes"] = model.region_rois(chosen)[0]
+    out = {"bce": bce.view(n, m)[rows, best]}
+    if not background:
+        out["dice"] = dice.view(n, m)[rows, best]
+    if cfg.roi_from_prediction or background:
+        out["pred_boxes"] = _predicted_boxes(model, logits.detach()[rows, best], prompt, cfg, prefix, is_box)
     if model.has_iou_head:
         actual = mask_iou(logits.detach(), targets)
         out["iou"] = F.mse_loss(decoded.iou, actual, reduction="none").mean(dim=1)
     return out
+
+
+def _predicted_boxes(
+    model: OVSAM,
+    chosen: torch.Tensor,
+    prompt: dict[str, torch.Tensor],
+    cfg: Clip2SamLossConfig,
+    prefix: str,
+    is_box: bool,
+) -> torch.Tensor:
+    """The box each prompt is named from at inference: the box of its chosen [n, h, w] mask logits (a click's
+    cleaned mask with ``roi_clean_clicks``). Background prompts: a box prompt is named by its own box; an
+    empty mask of a click by a small box around the click (the predictor's fallback)."""
+    if is_box and prefix:
+        return prompt[f"{prefix}boxes"]
+    fallback = None
+    if not is_box:
+        points, labels = prompt[f"{prefix}points"], prompt[f"{prefix}point_labels"]
+        if cfg.roi_clean_clicks:
+            size = model.config.image_size
+            chosen = keep_prompted_components(chosen[:, None], points, labels, size)[:, 0]
+        half = EMPTY_MASK_HALF_BOX * model.config.image_size / 1024
+        fallback = torch.cat([points[:, 0] - half, points[:, 0] + half], dim=1)
+    boxes, _ = model.region_rois(chosen, fallback_boxes=fallback if prefix else None)
+    return boxes
 
 
 def _training_rois(
@@ -92,19 +127,41 @@ def _training_rois(
 
 @dataclass
 class _PromptLosses:
-    """Per-prompt mask losses of a batch, and what naming each prompt needs (its RoI, image, class)."""
+    """Per-prompt mask losses of a batch, and what naming each prompt needs (its RoI, image, class, and
+    whether it is a background prompt)."""
 
     parts: dict[str, list[torch.Tensor]]
     rois: list[torch.Tensor]
     batch_index: list[torch.Tensor]
     labels: list[torch.Tensor]
+    background: list[torch.Tensor]
+
+    def add(
+        self,
+        losses: dict[str, torch.Tensor],
+        rois: torch.Tensor,
+        image: int,
+        labels: torch.Tensor,
+        *,
+        background: bool,
+    ) -> None:
+        for key, value in losses.items():
+            self.parts[key].append(value)
+        self.rois.append(rois)
+        self.batch_index.append(torch.full((len(labels),), image, device=labels.device))
+        self.labels.append(labels)
+        self.background.append(torch.full((len(labels),), background, device=labels.device))
 
 
 def _prompt_losses(
-    model: OVSAM, features: ImageFeatures, batch: list[dict[str, Any]], cfg: Clip2SamLossConfig
+    model: OVSAM,
+    features: ImageFeatures,
+    batch: list[dict[str, Any]],
+    cfg: Clip2SamLossConfig,
+    num_classes: int,
 ) -> _PromptLosses:
     device, size = model.device, model.config.image_size
-    out = _PromptLosses({"bce": [], "dice": [], "iou": []}, [], [], [])
+    out = _PromptLosses({"bce": [], "dice": [], "iou": []}, [], [], [], [])
     for i, item in enumerate(batch):
         image_features = features.select(i)
         masks = _pad_masks(item["masks"].to(device), size)
@@ -117,11 +174,18 @@ def _prompt_losses(
                 model, image_features, prompts, masks[targets], cfg, is_box=kind == "boxes"
             )
             gt_boxes = item["boxes"].to(device)[targets]
-            out.rois.append(_training_rois(gt_boxes, losses.pop("pred_boxes", None), cfg.roi_min_iou))
-            for key, value in losses.items():
-                out.parts[key].append(value)
-            out.batch_index.append(torch.full((len(targets),), i, device=device))
-            out.labels.append(item["labels"].to(device)[targets])
+            rois = _training_rois(gt_boxes, losses.pop("pred_boxes", None), cfg.roi_min_iou)
+            out.add(losses, rois, i, item["labels"].to(device)[targets], background=False)
+        for kind in ("boxes", "points"):
+            count = prompts[f"background_{kind}"].shape[0] if f"background_{kind}" in prompts else 0
+            if count == 0:
+                continue
+            empty = masks.new_zeros((count, 1, size, size))
+            losses = _decode_losses(
+                model, image_features, prompts, empty, cfg, is_box=kind == "boxes", background=True
+            )
+            labels = torch.full((count,), num_classes, device=device, dtype=torch.int64)
+            out.add(losses, losses.pop("pred_boxes"), i, labels, background=True)
     return out
 
 
@@ -139,7 +203,7 @@ def clip2sam_loss(
     """
     device = model.device
     features = model.encode_image([item["image"].to(device) for item in batch])
-    prompts = _prompt_losses(model, features, batch, cfg)
+    prompts = _prompt_losses(model, features, batch, cfg, int(text_embeddings.shape[0]))
     head_embed, _ = model.region_embeddings(
         features, torch.cat(prompts.rois), torch.cat(prompts.batch_index), with_clip=False
     )
@@ -147,8 +211,11 @@ def clip2sam_loss(
     if class_mask is not None:
         allowed = torch.cat([class_mask.to(device), class_mask.new_ones(1).to(device)])
         logits = logits.masked_fill(~allowed, float("-inf"))
-    labels = torch.cat(prompts.labels)
-    cls = classification_loss(logits, labels, cfg.background_weight)
+    labels, background = torch.cat(prompts.labels), torch.cat(prompts.background)
+    row_weights = None  # object rows weigh 1 (their targets are classes); background prompts' rows apart
+    if cfg.background_prompt_weight is not None and background.any():
+        row_weights = torch.where(background, cfg.background_prompt_weight, 1.0).to(logits.dtype)
+    cls = classification_loss(logits, labels, cfg.background_weight, row_weights)
     bce = torch.cat(prompts.parts["bce"]).mean()
     dice = torch.cat(prompts.parts["dice"]).mean()
     loss = cfg.cls_weight * cls + cfg.mask_weight * bce + cfg.dice_weight * dice
@@ -158,6 +225,9 @@ def clip2sam_loss(
         loss = loss + cfg.iou_weight * iou
         logs["loss_iou"] = iou.item()
     with torch.no_grad():
-        logs["acc"] = (logits.argmax(dim=1) == labels).float().mean().item()
+        right = logits.argmax(dim=1) == labels
+        logs["acc"] = right[~background].float().mean().item()
+        if background.any():
+            logs["acc_background"] = right[background].float().mean().item()
     logs["loss"] = loss.item()
     return loss, logs

@@ -56,12 +56,19 @@ def mask_losses(
 
 
 def classification_loss(
-    logits: torch.Tensor, targets: torch.Tensor, background_weight: float
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    background_weight: float,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over K + 1 columns (background last, weight ``background_weight``), averaged by the sum
-    of the targets' class weights. logits: [N, K + 1]; targets: [N] in 0..K."""
+    of the targets' class weights. logits: [N, K + 1]; targets: [N] in 0..K; row_weights: [N] weights of the
+    rows instead of their targets' class weights (e.g. background prompts weighted apart)."""
     weight = torch.ones(logits.shape[1], device=logits.device, dtype=logits.dtype)
     weight[-1] = background_weight
+    if row_weights is not None:
+        rows = F.cross_entropy(logits, targets, reduction="none")
+        return (rows * row_weights).sum() / row_weights.sum().clamp(min=1e-6)
     loss = F.cross_entropy(logits, targets, weight=weight, reduction="sum")
     return loss / weight[targets].sum().clamp(min=1e-6)
 

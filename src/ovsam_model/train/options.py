@@ -61,6 +61,8 @@ class DataOptions:
     box_fraction: float = 21 / 40  # share of box prompts
     box_jitter: float = 0.0  # box noise, fraction of the box size
     points_per_prompt: int = 1
+    background_prompts: int = 0  # extra prompts per image on empty areas (objectness; 0 = none)
+    background_margin: float = 8.0  # least distance (pixels at the model's input size) to every object
     resize_ratio: tuple[float, float] = (0.9, 2.0)  # random resize range
     workers: int = 2  # data loader workers per process
 
@@ -139,6 +141,8 @@ RESUME_MUST_MATCH = (
     "data.box_fraction",
     "data.box_jitter",
     "data.points_per_prompt",
+    "data.background_prompts",
+    "data.background_margin",
     "data.resize_ratio",
     "optim.batch_size",
     "optim.lr",
@@ -156,13 +160,24 @@ def _at(data: dict[str, Any], dotted: str) -> Any:
     return list(data) if isinstance(data, tuple) else data
 
 
+def _saved_at(saved: dict[str, Any], defaults: dict[str, Any], dotted: str) -> Any:
+    """An option of a saved run; options added since that run was saved take their defaults (which keep the
+    behaviour of before), so older runs still resume."""
+    parent, _, name = dotted.rpartition(".")
+    holder = _at(saved, parent) if parent else saved
+    if isinstance(holder, dict) and name not in holder:
+        return _at(defaults, dotted)
+    return _at(saved, dotted)
+
+
 def resume_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """The ``RESUME_MUST_MATCH`` options that differ, as 'option: saved -> now' lines."""
     now = config.to_dict()
+    defaults = TrainConfig(stage=config.stage).to_dict()
     return [
-        f"{key} was {_at(saved, key)!r}, now {_at(now, key)!r}"
+        f"{key} was {_saved_at(saved, defaults, key)!r}, now {_at(now, key)!r}"
         for key in RESUME_MUST_MATCH
-        if _at(saved, key) != _at(now, key)
+        if _saved_at(saved, defaults, key) != _at(now, key)
     ]
 
 
@@ -183,13 +198,20 @@ def _numbers(config: TrainConfig) -> list[str]:
         ("--box-fraction", 0 <= d.box_fraction <= 1, "must be between 0 and 1"),
         ("--box-jitter", d.box_jitter >= 0, "must be 0 or more"),
         ("--points-per-prompt", d.points_per_prompt >= 1, "must be at least 1"),
+        ("--background-prompts", d.background_prompts >= 0, "must be 0 (none) or more"),
+        ("--background-margin", d.background_margin >= 0, "must be 0 or more (pixels)"),
         ("--resize-ratio", 0 < d.resize_ratio[0] <= d.resize_ratio[1], "needs 0 < MIN <= MAX"),
         ("--workers", d.workers >= 0, "must be 0 or more"),
         ("--cls-weight", loss.cls_weight >= 0, "must be 0 or more"),
         ("--mask-weight", loss.mask_weight >= 0, "must be 0 or more"),
         ("--dice-weight", loss.dice_weight >= 0, "must be 0 or more"),
         ("--background-weight", loss.background_weight >= 0, "must be 0 or more"),
-        ("--num-points", loss.num_points >= 1, "must be at least 1"),
+        (
+            "--background-prompt-weight",
+            loss.background_prompt_weight is None or loss.background_prompt_weight >= 0,
+            "must be 0 or more",
+        ),
+        ("--num-points", loss.num_points >= 0, "must be 0 (dense: every logit) or more"),
         ("--roi-min-iou", 0 <= loss.roi_min_iou <= 1, "must be between 0 and 1"),
         ("--threads", r.threads is None or r.threads >= 1, "must be at least 1"),
         ("--log-every", r.log_every >= 1, "must be at least 1"),

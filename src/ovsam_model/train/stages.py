@@ -90,6 +90,8 @@ def _clip2sam_stage(config: TrainConfig, model: OVSAM) -> Stage:
         box_prompt_fraction=data.box_fraction,
         box_jitter=data.box_jitter,
         points_per_prompt=data.points_per_prompt,
+        background_prompts=data.background_prompts,
+        background_margin=data.background_margin,
         seed=config.run.seed,
     )
     names = dataset.class_names
