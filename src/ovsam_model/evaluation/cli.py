@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli_parser import OneLineErrorParser, fail
+from .automatic import AutomaticSettings
 from .mask_ap import load_detections
 from .report import markdown_report
 from .runner import (
@@ -37,6 +38,9 @@ Protocols (repeat --protocol or list several):
     gt-box    every ground-truth instance prompted by its box: mIoU and accuracy (the paper's Table 1)
     gt-point  ... by one interior point (distance-transform centre): the official protocol
     det-box   a detector's boxes (--detections, COCO results JSON) as prompts: mask AP via COCOeval
+    automatic no prompts: AutomaticAnnotator segments and names everything (OV-SAM only); mask AP / AP50 /
+              AR class-aware and class-agnostic for class-aware and class-agnostic NMS, the Otsu + watershed
+              baseline, "find all <class>" precision / recall at IoU 0.5, and naming the true labels
 
 Examples:
     python -m ovsam_model.evaluate --model ovsam_rn50x16 --ann coco/instances_val2017.json \\
@@ -44,6 +48,8 @@ Examples:
     python -m ovsam_model.evaluate --compare --model ovsam_rn50x16 --sam vit_h --clip-model RN50x16 \\
         --ann coco/instances_val2017.json --images coco/val2017 --split ovcoco \\
         --protocol gt-box gt-point det-box --detections detic_val2017.json --markdown compare.md
+    python -m ovsam_model.evaluate --model demo --ann work-data/fresh/val.json --protocol automatic \
+        --points-per-side 32 --min-iou 0.6 --markdown automatic.md
 
 With --split the numbers are also split into base and novel classes (OV-COCO 48/17, with the 15 excluded
 COCO classes left out of data and vocabulary as in the official evaluation; LVIS common+frequent / rare).
@@ -77,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_method_arguments(parser.add_argument_group("what to evaluate"))
     _add_data_arguments(parser.add_argument_group("data"))
+    _add_automatic_arguments(parser.add_argument_group("automatic protocol (defaults: AutomaticAnnotator's)"))
     _add_output_arguments(parser.add_argument_group("output"))
     return parser
 
@@ -136,7 +143,7 @@ def _add_data_arguments(group: Any) -> None:
         nargs="+",
         choices=PROTOCOLS,
         default=None,
-        help="gt-box, gt-point and/or det-box (repeatable; default: gt-box gt-point)",
+        help="gt-box, gt-point, det-box and/or automatic (repeatable; default: gt-box gt-point)",
     )
     group.add_argument("--detections", default=None, help="detector results JSON (COCO format) for det-box")
     group.add_argument(
@@ -149,7 +156,8 @@ def _add_data_arguments(group: Any) -> None:
         "--max-detections",
         type=int,
         default=100,
-        help="det-box: the highest-scoring detections kept per image, and COCOeval's maxDets (300 for LVIS)",
+        help="det-box: the highest-scoring detections kept per image; det-box and automatic: COCOeval's "
+        "maxDets (300 for LVIS)",
     )
     group.add_argument(
         "--split",
@@ -164,6 +172,43 @@ def _add_data_arguments(group: Any) -> None:
         "class per line (default: the dataset's categories)",
     )
     group.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+
+
+_FRACTION_FLAGS = {
+    "min_iou": "lowest predicted IoU kept",
+    "min_stability": "lowest stability score kept (IoU of the mask at -1 and +1 logits)",
+    "max_background": "highest probability of the background class kept (objectness)",
+    "min_score": "lowest probability of the named class kept",
+    "nms_iou": "box IoU above which NMS drops the less confident proposal",
+}
+
+
+def _add_automatic_arguments(group: Any) -> None:
+    defaults = AutomaticSettings()
+    group.add_argument(
+        "--points-per-side",
+        type=int,
+        default=defaults.points_per_side,
+        help=f"grid points along each image side (default {defaults.points_per_side})",
+    )
+    for name, text in _FRACTION_FLAGS.items():
+        value = getattr(defaults, name)
+        group.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=value, help=f"{text}, 0..1 (default {value})"
+        )
+
+
+def _automatic_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AutomaticSettings:
+    """The automatic flags as ``AutomaticSettings``; a value out of range is a one-line error."""
+    if args.points_per_side < 1:
+        parser.error(f"--points-per-side must be at least 1, got {args.points_per_side}.")
+    for name in _FRACTION_FLAGS:
+        value = getattr(args, name)
+        if not 0 <= value <= 1:  # also NaN
+            parser.error(f"--{name.replace('_', '-')} must be a number between 0 and 1, got {value}.")
+    return AutomaticSettings(
+        points_per_side=args.points_per_side, **{name: getattr(args, name) for name in _FRACTION_FLAGS}
+    )
 
 
 def _add_output_arguments(group: Any) -> None:
@@ -189,6 +234,12 @@ def parse_args(argv: list[str] | None = None) -> EvaluationArgs:
         parser.error("--max-images must be at least 1.")
     if args.max_detections < 1:
         parser.error("--max-detections must be at least 1.")
+    if "automatic" in protocols and (args.baseline or args.compare):
+        parser.error(
+            "--protocol automatic evaluates OV-SAM's AutomaticAnnotator only; leave out --baseline and --compare "
+            "(the report has its own Otsu + watershed baseline)."
+        )
+    automatic = _automatic_settings(parser, args)
     return EvaluationArgs(
         ann=args.ann,
         images=args.images,
@@ -203,6 +254,7 @@ def parse_args(argv: list[str] | None = None) -> EvaluationArgs:
             max_images=args.max_images,
             progress=not args.quiet,
             results_dir=args.results_dir,
+            automatic=automatic,
         ),
         output=args.output,
         markdown=args.markdown,

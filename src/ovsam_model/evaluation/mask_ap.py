@@ -8,11 +8,12 @@ own ``category_id`` is not used); its score is the detector score (``score_mode=
 the official code kept it) or the detector score x the class probability (``"detector_x_class"``).
 
 Metrics come from ``COCOeval(iouType="segm")`` on 0..1 (-1 where a subset has no ground truth): AP, AP50,
-AP75, APs, APm, APl, plus AP over base / novel categories and, when the categories carry LVIS ``frequency``
-fields, APr / APc / APf. The subsets are read from the same COCOeval run (its per-category precision), which
-equals a run restricted by ``params.catIds``. LVIS note: COCOeval is not the federated LVIS metric (no
-``not_exhaustive`` / negative categories); for official LVIS numbers use the ``lvis`` package on the written
-results.
+AP75, APs, APm, APl, AR (average recall at ``max_detections`` per image, AR@100 by default), plus AP over
+base / novel categories and, when the categories carry LVIS ``frequency`` fields, APr / APc / APf. The subsets
+are read from the same COCOeval run (its per-category precision), which equals a run restricted by
+``params.catIds``. ``class_agnostic=True`` matches across categories (``useCats = 0``), without subsets.
+LVIS note: COCOeval is not the federated LVIS metric (no ``not_exhaustive`` / negative categories); for
+official LVIS numbers use the ``lvis`` package on the written results.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from ..data.coco_checks import check_id
 
 SCORE_MODES = ("detector", "detector_x_class")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# COCOeval.stats[8]: average recall at the most detections per image (``max_detections``, 100 by default).
+AR_STAT = 8
 LVIS_FREQUENCIES = {"r": "APr", "c": "APc", "f": "APf"}
 
 
@@ -163,6 +166,8 @@ class MaskAPEvaluator:
         novel_category_ids: categories reported as ``AP_novel`` (the others of ``category_ids`` as
             ``AP_base``); empty: no split.
         max_detections: COCOeval's largest maxDets (100; LVIS uses 300).
+        class_agnostic: match predictions to ground truth whatever their categories (COCOeval's
+            ``useCats = 0``: all categories as one); the category subsets are then not reported.
     """
 
     def __init__(
@@ -172,12 +177,14 @@ class MaskAPEvaluator:
         category_ids: Iterable[int] | None = None,
         novel_category_ids: Iterable[int] = (),
         max_detections: int = 100,
+        class_agnostic: bool = False,
     ) -> None:
         self.coco_gt = _complete_ground_truth(coco_gt)
         ids = self.coco_gt.getCatIds() if category_ids is None else category_ids
         self.category_ids = sorted(int(c) for c in ids)
         self.novel_category_ids = {int(c) for c in novel_category_ids}
         self.max_detections = int(max_detections)
+        self.class_agnostic = bool(class_agnostic)
         self.reset()
 
     def reset(self) -> None:
@@ -202,6 +209,20 @@ class MaskAPEvaluator:
                 }
             )
 
+    def process_results(self, image_id: int, results: Sequence[Mapping[str, Any]]) -> None:
+        """One image's predictions as COCO results (``category_id``, RLE ``segmentation``, ``score``; e.g.
+        ``Instances.to_coco``); other keys are dropped. An empty list still counts the image."""
+        self.image_ids.add(int(image_id))
+        for result in results:
+            self.results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(result["category_id"]),
+                    "segmentation": result["segmentation"],
+                    "score": float(result["score"]),
+                }
+            )
+
     def write_results(self, path: str | Path) -> None:
         """Write the collected results as a COCO results JSON (e.g. for the official LVIS evaluator)."""
         Path(path).write_text(json.dumps(self.results), encoding="utf-8")
@@ -214,11 +235,13 @@ class MaskAPEvaluator:
         coco_eval.params.imgIds = sorted(self.image_ids)
         coco_eval.params.catIds = self.category_ids
         coco_eval.params.maxDets = [1, 10, self.max_detections]
+        coco_eval.params.useCats = 0 if self.class_agnostic else 1
         _quiet(coco_eval.evaluate)
         _quiet(coco_eval.accumulate)
         _quiet(coco_eval.summarize)
         out: dict[str, float] = {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)}
-        for name, subset in self._subsets().items():
+        out["AR"] = float(coco_eval.stats[AR_STAT])
+        for name, subset in ({} if self.class_agnostic else self._subsets()).items():
             out[name] = subset_ap(coco_eval, subset)
         out["num_images"] = len(self.image_ids)
         out["num_detections"] = len(self.results)

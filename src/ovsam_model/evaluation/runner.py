@@ -18,10 +18,11 @@ from ..data.coco import CocoInstanceDataset, normalize_name
 from ..data.splits import OVCOCO_BASE, OVCOCO_NOVEL, lvis_split
 from ..predictor import OVSAMPredictor
 from ..vocabulary import Vocabulary
+from .automatic import AutomaticSettings, evaluate_automatic
 from .gt_prompts import evaluate_gt_prompts
 from .mask_ap import evaluate_detector_boxes
 
-PROTOCOLS = ("gt-box", "gt-point", "det-box")
+PROTOCOLS = ("gt-box", "gt-point", "det-box", "automatic")
 DEFAULT_PROTOCOLS = ("gt-box", "gt-point")
 SPLITS = ("none", "ovcoco", "lvis")
 BASELINES = ("image_crop", "feature_crop")
@@ -159,7 +160,8 @@ Method = OVSAMMethod | BaselineMethod
 # ----------------------------------------------------------------------------------------------- running
 @dataclass(frozen=True)
 class ProtocolOptions:
-    """How the protocols run: detections for det-box, its score mode and cap, an image limit, progress."""
+    """How the protocols run: detections for det-box, its score mode and cap (also COCOeval's maxDets for
+    automatic), an image limit, progress, and the automatic annotator's thresholds."""
 
     detections: Any = None
     score_mode: str = "detector"
@@ -167,12 +169,22 @@ class ProtocolOptions:
     max_images: int | None = None
     progress: bool = True
     results_dir: str | None = None
+    automatic: AutomaticSettings = AutomaticSettings()
 
 
 def run_protocol(
     protocol: str, predictor: Any, data: EvaluationData, options: ProtocolOptions, results_path: Path | None
 ) -> dict[str, Any]:
     """One protocol's metrics for a predictor whose vocabulary is set."""
+    if protocol == "automatic":
+        return evaluate_automatic(
+            predictor,
+            data.dataset,
+            settings=options.automatic,
+            max_images=options.max_images,
+            max_detections=options.max_detections,
+            progress=options.progress,
+        )
     if protocol == "det-box":
         return evaluate_detector_boxes(
             predictor,
