@@ -26,9 +26,10 @@ def best_iou(labels: np.ndarray, mask: np.ndarray) -> float:
     return max(ious, default=0.0)
 
 
-def test_finds_each_separate_and_touching_blob():
+@pytest.mark.parametrize("markers", ["h_maxima", "peaks"])
+def test_finds_each_separate_and_touching_blob(markers):
     image, masks = blobs()
-    labels, scores = OtsuWatershed(sigma=1.0, min_distance=5, min_area=16).segment(image)
+    labels, scores = OtsuWatershed(markers=markers, min_distance=5, min_area=16).segment(image)
     assert labels.dtype == np.int32 and labels.max() == len(DISKS) == len(scores)
     assert all(best_iou(labels, mask) > 0.8 for mask in masks)
     assert scores.max() == pytest.approx(1.0) and (scores > 0).all() and (scores <= 1).all()
@@ -56,7 +57,12 @@ def test_a_flat_image_has_no_objects():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"sigma": -1}, "sigma must be >= 0"), ({"min_distance": 0}, "min_distance and min_area must be >= 1")],
+    [
+        ({"sigma": -1}, "sigma and distance_sigma must be >= 0"),
+        ({"min_distance": 0}, "min_distance and min_area must be >= 1"),
+        ({"markers": "blobs"}, "Unknown markers"),
+        ({"h": 0}, "h must be > 0"),
+    ],
 )
 def test_bad_parameters_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
