@@ -30,17 +30,16 @@ def import_distributed(what: str = "--scheduler or --workers") -> Any:
 
 
 @contextmanager
-def dask_client(
-    scheduler: str | None, workers: int | None, *, timeout: float = CONNECT_TIMEOUT_S
-) -> Iterator[Any]:
+def dask_client(scheduler: str | None, workers: int | None, *, timeout: float | None = None) -> Iterator[Any]:
     """A ``distributed.Client``: connected to ``scheduler``, or to a new ``LocalCluster`` of ``workers``
     processes with one thread each (closed on exit).
 
     Raises:
         ValueError: distributed is missing, the address is malformed, or no scheduler answers within
-            ``timeout`` seconds.
+            ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``).
     """
     distributed = import_distributed()
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     cluster = None
     if scheduler is not None:
         try:
