@@ -112,6 +112,7 @@ class ObjectResults:
         topk_names, topk_scores: N lists of k alternatives (best first) and float32 (N, k) probabilities.
         prompts: the N object prompts (model (x, y) pixels). messages: what was ignored and why.
         latency_ms: decode time (embedding restore + prompt decoding + naming).
+        background: float32 (N,) probability of the background class (not an object), None when unknown.
     """
 
     slice_index: SliceIndex
@@ -124,6 +125,7 @@ class ObjectResults:
     prompts: list[ObjectPrompt] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     latency_ms: float = 0.0
+    background: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.class_names)

@@ -36,6 +36,7 @@ import numpy as np
 from ovsam_model.text import encode_vocabulary
 from ovsam_model.vocabulary import as_vocabulary
 
+from .automatic import background_of, commit_slices, without_background
 from .cache import CacheKey, EmbeddingCache, make_key, model_fingerprint
 from .naming import UNKNOWN_CLASS, name_for
 from .painting import PaintMode
@@ -407,7 +408,7 @@ class AnnotationSession:
             points_data, point_labels, shapes_data, shape_types,
             slice_index=tuple(slice_index) or None, image_hw=(height, width), group=self.group,
         )  # fmt: skip
-        results = self.predict(prompt_set.objects, slice_index)
+        results = without_background(self.predict(prompt_set.objects, slice_index))
         results.messages = prompt_set.messages + results.messages
         return results
 
@@ -425,20 +426,20 @@ class AnnotationSession:
         predictor = self.restore_embedding(slice_index, predictor)
         n = len(objects)
         masks = np.zeros((n, height, width), dtype=bool)
-        scores, iou = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        scores, iou, background = (np.zeros(n, np.float32) for _ in range(3))
         topk_names: list[list[str]] = [[] for _ in range(n)]
         topk_scores: list[np.ndarray] = [np.zeros(0, np.float32)] * n
         for members, kwargs in batch_prompts(objects):
             prediction = predictor.predict(**kwargs, multimask_output=False, top_k=self.top_k)
             for row, i in enumerate(members):
-                masks[i] = prediction.masks[row, 0]
+                masks[i], background[i] = prediction.masks[row, 0], background_of(prediction, row)
                 scores[i], iou[i] = prediction.scores[row], prediction.iou[row, 0]
                 topk_names[i] = list(prediction.topk_names[row])
                 topk_scores[i] = np.asarray(prediction.topk_scores[row], np.float32)
         names = [self.name_for(k[0] if k else UNKNOWN_CLASS, float(s)) for k, s in zip(topk_names, scores)]
         return ObjectResults(
             slice_index, masks, names, scores, iou, topk_names, np.stack(topk_scores), list(objects),
-            latency_ms=1000 * (time.perf_counter() - started),
+            latency_ms=1000 * (time.perf_counter() - started), background=background,
         )  # fmt: skip
 
     def _predict_tiled(
@@ -460,7 +461,7 @@ class AnnotationSession:
         ]
         return ObjectResults(
             slice_index, out.masks, names, out.scores, out.iou, out.topk_names, np.stack(out.topk_scores),
-            list(objects), latency_ms=1000 * (time.perf_counter() - started),
+            list(objects), latency_ms=1000 * (time.perf_counter() - started), background=out.background,
         )  # fmt: skip
 
     def name_for(self, class_name: str, score: float) -> str:
@@ -519,6 +520,11 @@ class AnnotationSession:
         """Paint objects into the labels as one undoable step (see ``LabelsTarget.commit``)."""
         with self._write_lock():
             return self._require_target().commit(results, mode)
+
+    def commit_all(self, results: Sequence[ObjectResults], mode: PaintMode = "keep") -> CommitGroup | None:
+        """Paint the objects of several slices as one undoable step (see ``automatic.commit_slices``)."""
+        with self._write_lock():
+            return commit_slices(self._require_target(), results, mode)
 
     def undo(self) -> CommitGroup | None:
         """Undo the last commit or propagation: labels, features and name anchors; None if there is none."""

@@ -192,6 +192,7 @@ class TiledPrediction:
     topk_names: list[list[str]]
     topk_scores: list[np.ndarray]
     encoded: int = 0  # views encoded for it (worker only)
+    background: np.ndarray | None = None  # float32 (N,) probability of the background class
 
 
 def predict_objects(
@@ -257,7 +258,7 @@ def _decode(
     n = len(objects)
     crops: list[np.ndarray] = [np.zeros((0, 0), bool)] * n
     offsets = np.zeros((n, 2), np.int64)
-    scores, iou = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    scores, iou, background = (np.zeros(n, np.float32) for _ in range(3))
     topk_names: list[list[str]] = [[] for _ in range(n)]
     topk_scores: list[np.ndarray] = [np.zeros(0, np.float32)] * n
     for window, members in groups.items():
@@ -273,8 +274,10 @@ def _decode(
                 scores[i], iou[i] = prediction.scores[row], prediction.iou[row, 0]
                 topk_names[i] = list(prediction.topk_names[row])
                 topk_scores[i] = np.asarray(prediction.topk_scores[row], np.float32)
+                if prediction.background is not None:
+                    background[i] = prediction.background[row]
     masks = CroppedMasks(crops, offsets, predictor.original_size)
-    return TiledPrediction(masks, scores, iou, topk_names, topk_scores)
+    return TiledPrediction(masks, scores, iou, topk_names, topk_scores, background=background)
 
 
 def iter_prepare_all(

@@ -22,15 +22,17 @@ class FakePredictor:
     """Segments "the object under the prompt" of images whose pixel value is 10 x the object's label id.
 
     The object is the one under the box centre (or the first positive point, given (x, y)); its class is
-    ``CLASSES[(id - 1) % 4]`` with probability 0.9. Encoder runs are counted in a dict shared by copies.
+    ``CLASSES[(id - 1) % 4]`` with probability 0.9, and the background class has probability ``background``.
+    Encoder runs are counted in a dict shared by copies.
     """
 
-    def __init__(self, iou_by_value: dict[int, float] | None = None):
+    def __init__(self, iou_by_value: dict[int, float] | None = None, background: float = 0.0):
         self.model = FakeModel()
         self.vocabulary = None
         self.features = None
         self.counts = {"encode": 0}
         self.iou_by_value = iou_by_value or {}
+        self.background = background
 
     def set_vocabulary(self, vocabulary, text_embeddings=None):
         self.vocabulary = vocabulary
@@ -68,6 +70,7 @@ class FakePredictor:
             scores=np.full(n, 0.9, np.float32),
             topk_names=topk,
             topk_scores=np.tile(np.array([0.9, 0.05, 0.03, 0.02][:k], np.float32), (n, 1)),
+            background=np.full(n, self.background, np.float32),
         )
 
 
