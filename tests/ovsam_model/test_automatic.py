@@ -162,19 +162,29 @@ def test_class_aware_nms_keeps_different_classes_class_agnostic_does_not() -> No
     assert len(agnostic) == 1  # boxes of IoU ~1 across classes: one suppresses the other
 
 
-def test_points_inside_accepted_objects_are_not_decoded() -> None:
+def test_points_inside_accepted_objects_or_amid_empty_background_are_not_decoded() -> None:
     gt, classes = scene()
-    options = {**LOOSE, "max_background": 0.5}
-    skipping = AutomaticAnnotator(
-        ScriptedPredictor(gt, classes), points_per_side=16, points_per_batch=8, **options
+    options = {**LOOSE, "max_background": 0.5, "points_per_side": 16, "points_per_batch": 8}
+    runs = {
+        "full": AutomaticAnnotator(
+            ScriptedPredictor(gt, classes), skip_covered=False, skip_empty=False, **options
+        ),
+        "covered": AutomaticAnnotator(ScriptedPredictor(gt, classes), skip_empty=False, **options),
+        "empty": AutomaticAnnotator(ScriptedPredictor(gt, classes), skip_covered=False, **options),
+        "both": AutomaticAnnotator(ScriptedPredictor(gt, classes), **options),
+    }
+    found = {name: annotator.annotate() for name, annotator in runs.items()}
+    decoded = {name: annotator.decoded_points for name, annotator in runs.items()}
+    assert decoded["full"] == 256 == runs["full"].predictor.points_seen
+    assert (
+        decoded["covered"] < 256
+        and decoded["empty"] < 256
+        and decoded["both"] < min(decoded["covered"], decoded["empty"])
     )
-    full = AutomaticAnnotator(
-        ScriptedPredictor(gt, classes), points_per_side=16, points_per_batch=8, skip_covered=False, **options
-    )
-    a, b = skipping.annotate(), full.annotate()
-    assert full.decoded_points == 256 == full.predictor.points_seen
-    assert skipping.decoded_points == skipping.predictor.points_seen < 200
-    assert same_partition(a.labels, b.labels) and sorted(a.class_names) == sorted(b.class_names)
+    assert decoded["both"] > 64  # the coarse pass (every other row and column: 64 points) always runs
+    for name in ("covered", "empty", "both"):
+        assert same_partition(found[name].labels, found["full"].labels)
+        assert sorted(found[name].class_names) == sorted(found["full"].class_names)
 
 
 def test_progress_reports_every_batch_and_can_cancel() -> None:

@@ -21,19 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage
-from segment_anything.utils.amg import build_point_grid, calculate_stability_score
-from torchvision.ops import batched_nms, masks_to_boxes
+from torchvision.ops import batched_nms
 
-from ..prompts import PromptSet
 from .instances import Instances, empty_instances
 from .painting import paint_instances
+from .views import Decoded, TiledView, WholeView
 
 Progress = Callable[[int, int], None]
 
-# Mask logits offset of the stability score (SAM's default): the IoU of the masks thresholded at -1 and +1.
-STABILITY_OFFSET = 1.0
-# Resolution of the coverage map of a tiled image (the image is large: one cell per COVER_STRIDE pixels).
-COVER_STRIDE = 4
+# A coarse grid point whose proposal has at least this background probability marks its cell empty: fine
+# points whose coarse neighbours are all empty are not decoded (``skip_empty``).
+EMPTY_BACKGROUND = 0.9
 
 
 @dataclass
@@ -47,6 +45,16 @@ class _Candidates:
     probabilities: list[np.ndarray] = field(default_factory=list)
     masks: list[Any] = field(default_factory=list)
 
+    def add(self, decoded: Decoded, rows: np.ndarray) -> None:
+        """Keep the decoded points at ``rows``."""
+        if len(rows) == 0:
+            return
+        self.boxes.append(decoded.boxes[rows])
+        self.iou.append(decoded.iou[rows])
+        self.stability.append(decoded.stability[rows])
+        self.probabilities.append(decoded.probabilities[rows])
+        self.masks.extend(decoded.masks[i] for i in rows)
+
 
 class AutomaticAnnotator:
     """Propose, filter, name and resolve every object of an image with an ``OVSAMPredictor``.
@@ -58,8 +66,9 @@ class AutomaticAnnotator:
     nms_iou: box IoU above which the less confident of two proposals of the same class is dropped (all classes
     together with ``class_agnostic=True``); min_area: smallest object in pixels after overlaps are resolved
     (objects left with less, or with less than half their mask, are dropped); skip_covered: do not decode grid
-    points inside objects already accepted; multimask: decode 3 candidate masks per point and keep the one
-    with the highest predicted IoU; top_k: alternatives kept per object.
+    points inside objects already accepted; skip_empty: do not decode fine grid points whose coarse neighbours
+    all came out as confident background (probability >= ``EMPTY_BACKGROUND``); multimask: decode 3 candidate
+    masks per point and keep the one with the highest predicted IoU; top_k: alternatives kept per object.
     """
 
     def __init__(
@@ -76,6 +85,7 @@ class AutomaticAnnotator:
         min_area: int = 16,
         class_agnostic: bool = False,
         skip_covered: bool = True,
+        skip_empty: bool = True,
         multimask: bool = True,
         top_k: int = 3,
     ) -> None:
@@ -109,6 +119,7 @@ class AutomaticAnnotator:
         self.max_background, self.nms_iou = float(max_background), float(nms_iou)
         self.min_area = int(min_area)
         self.class_agnostic, self.skip_covered, self.multimask = class_agnostic, skip_covered, multimask
+        self.skip_empty = skip_empty
         self.top_k = int(top_k)
         self.decoded_points = 0  # grid points decoded by the last ``annotate`` (the others were skipped)
 
@@ -141,10 +152,8 @@ class AutomaticAnnotator:
         names = list(vocabulary.names)
         allowed = class_indices(names, classes)
         size = predictor.original_size
-        if predictor.tiles is not None:
-            found, masks_kind = self._propose_tiled(allowed, progress), "crops"
-        else:
-            found, masks_kind = self._propose_whole(allowed, progress), "logits"
+        view = TiledView(predictor) if predictor.tiles is not None else WholeView(predictor)
+        found = self._propose(view, allowed, progress)
         if not found.boxes:
             return empty_instances(size, names, self.top_k)
         boxes = torch.from_numpy(np.concatenate(found.boxes)).float()
@@ -158,7 +167,7 @@ class AutomaticAnnotator:
             groups = torch.from_numpy(class_ids.astype(np.int64))
         keep = batched_nms(boxes, torch.from_numpy(confidence), groups, self.nms_iou).numpy()  # best first
         masks = [found.masks[i] for i in keep]
-        labels, kept = paint_instances(predictor, masks, masks_kind, size, self.min_area)
+        labels, kept = paint_instances(predictor, masks, view.kind, size, self.min_area)
         rows = keep[kept]
         return _instances(
             labels,
@@ -171,122 +180,73 @@ class AutomaticAnnotator:
             self.top_k,
         )
 
-    # ------------------------------------------------------------------ whole image
-    def _propose_whole(self, allowed: np.ndarray | None, progress: Progress | None) -> _Candidates:
-        """Grid points on an image encoded whole, decoded with ``predict_torch`` on its features."""
-        predictor = self.predictor
-        features = predictor.features
-        (h, w), (hi, wi) = predictor.original_size, predictor.input_size
-        image_side = predictor.model.config.image_size
-        points = coarse_to_fine(build_point_grid(self.points_per_side), self.points_per_side)
-        points_input = points * np.array([wi, hi], np.float32)  # (x, y) in the model-input frame
-        covered: torch.Tensor | None = None
+    # ------------------------------------------------------------------ proposals
+    def _propose(
+        self, view: WholeView | TiledView, allowed: np.ndarray | None, progress: Progress | None
+    ) -> _Candidates:
+        """Decode the grid coarse to fine: every other row and column first, then the remaining points, less
+        those inside accepted objects (``skip_covered``) and those whose coarse neighbours all decoded as
+        confident background (``skip_empty``)."""
+        points, cells, shape = view.grid(self.points_per_side)
+        coarse = (cells % 2 == 0).all(axis=1)
+        empty = np.zeros(shape, bool)  # coarse cells that came out confident background
         found = _Candidates()
-        self.decoded_points = 0
-        for start in range(0, len(points), self.points_per_batch):
-            batch = points_input[start : start + self.points_per_batch]
-            if covered is not None and self.skip_covered:
-                cells = np.clip(
-                    (batch * covered.shape[-1] / image_side).astype(np.int64), 0, covered.shape[-1] - 1
-                )
-                batch = batch[~covered[cells[:, 1], cells[:, 0]].numpy()]
-            if len(batch):
-                self.decoded_points += len(batch)
-                prompt = torch.from_numpy(batch).to(predictor.device)[:, None, :]
-                labels = torch.ones(len(batch), 1, device=predictor.device)
-                out = predictor.predict_torch(
-                    features, PromptSet(prompt, labels, None), multimask_output=self.multimask
-                )
-                logits = out.low_res_logits[:, 0].float().cpu()
-                probabilities = out.probabilities.float().cpu()
-                stability = calculate_stability_score(logits, 0.0, STABILITY_OFFSET)
-                passed = self._passes(out.iou[:, 0].float().cpu(), stability, probabilities, allowed)
-                passed &= (logits > 0).flatten(1).any(dim=1)
-                if passed.any():
-                    chosen = logits[passed]
-                    scale = image_side / chosen.shape[-1]
-                    in_input = masks_to_boxes(chosen > 0) * scale
-                    ratio = torch.tensor([w / wi, h / hi, w / wi, h / hi])
-                    found.boxes.append((in_input * ratio).clamp_(min=0).numpy())
-                    found.iou.append(out.iou[:, 0].float().cpu()[passed].numpy())
-                    found.stability.append(stability[passed].numpy())
-                    found.probabilities.append(probabilities[passed].numpy())
-                    found.masks.extend(chosen.to(torch.float16))
-                    covered = (
-                        (chosen > 0).any(dim=0) if covered is None else covered | (chosen > 0).any(dim=0)
-                    )
-            if progress is not None:
-                progress(min(start + self.points_per_batch, len(points)), len(points))
+        self.decoded_points, done, total = 0, 0, len(points)
+        for phase in (np.flatnonzero(coarse), np.flatnonzero(~coarse)):
+            for start in range(0, len(phase), self.points_per_batch):
+                batch = phase[start : start + self.points_per_batch]
+                if not coarse[batch[0]]:
+                    batch = batch[self._worth_decoding(view, points[batch], cells[batch], empty)]
+                if len(batch):
+                    decoded = view.decode(points[batch], self.multimask)
+                    self.decoded_points += len(batch)
+                    passed = self._passes(decoded, allowed)
+                    rows = np.flatnonzero(passed)
+                    found.add(decoded, rows)
+                    view.cover(decoded, rows)
+                    if coarse[batch[0]]:
+                        quiet = (decoded.probabilities[:, -1] >= EMPTY_BACKGROUND) & ~passed
+                        empty[cells[batch, 0], cells[batch, 1]] = quiet
+                done += len(phase[start : start + self.points_per_batch])
+                if progress is not None:
+                    progress(done, total)
         return found
 
-    # ------------------------------------------------------------------ tiled image
-    def _propose_tiled(self, allowed: np.ndarray | None, progress: Progress | None) -> _Candidates:
-        """Grid points at the spacing of ``points_per_side`` per tile side over a tiled image, each decoded on
-        its tile by ``predictor.predict``; masks come back cropped to their boxes."""
-        predictor = self.predictor
-        h, w = predictor.original_size
-        grid = predictor.tile_grid
-        side = max(max(t.size) for t in grid) if grid else max(h, w)
-        spacing = side / self.points_per_side
-        xs = np.arange(spacing / 2, w, spacing, dtype=np.float32)
-        ys = np.arange(spacing / 2, h, spacing, dtype=np.float32)
-        columns, rows = len(xs), len(ys)
-        order = coarse_to_fine_2d(rows, columns)
-        points = np.stack([xs[order[:, 1]], ys[order[:, 0]]], axis=1)  # (x, y) image pixels
-        covered = np.zeros((-(-h // COVER_STRIDE), -(-w // COVER_STRIDE)), bool)
-        found = _Candidates()
-        k = len(predictor.vocabulary.names)
-        self.decoded_points = 0
-        for start in range(0, len(points), self.points_per_batch):
-            batch = points[start : start + self.points_per_batch]
-            if self.skip_covered:
-                cells = (batch // COVER_STRIDE).astype(np.int64)
-                batch = batch[~covered[cells[:, 1], cells[:, 0]]]
-            if len(batch):
-                self.decoded_points += len(batch)
-                out = predictor.predict(
-                    points=batch[:, None, :],
-                    point_labels=np.ones((len(batch), 1), np.float32),
-                    multimask_output=self.multimask,
-                    top_k=k,
-                )
-                probabilities = np.zeros((len(batch), k + 1), np.float32)
-                np.put_along_axis(probabilities, out.topk_ids, out.topk_scores, axis=1)
-                probabilities[:, -1] = out.background
-                logits = torch.from_numpy(out.low_res_logits[:, 0].astype(np.float32))
-                stability = calculate_stability_score(logits, 0.0, STABILITY_OFFSET)
-                iou = torch.from_numpy(out.iou[:, 0])
-                passed = self._passes(iou, stability, torch.from_numpy(probabilities), allowed).numpy()
-                for i in np.flatnonzero(passed):
-                    crop, (r, c) = out.masks.crops[i][0], out.masks.offsets[i]
-                    if not crop.any():
-                        continue
-                    found.masks.append((crop, (int(r), int(c))))
-                    found.boxes.append(_crop_box(crop, int(r), int(c)))
-                    found.iou.append(out.iou[i : i + 1, 0])
-                    found.stability.append(stability[i : i + 1].numpy())
-                    found.probabilities.append(probabilities[i : i + 1])
-                    _cover(covered, crop, r, c)
-            if progress is not None:
-                progress(min(start + self.points_per_batch, len(points)), len(points))
-        return found
+    def _worth_decoding(
+        self,
+        view: WholeView | TiledView,
+        points: np.ndarray,
+        cells: np.ndarray,
+        empty: np.ndarray,
+    ) -> np.ndarray:
+        """Bool (n,): fine grid points not inside an accepted object and not surrounded by empty coarse cells."""
+        keep = np.ones(len(points), bool)
+        if self.skip_covered:
+            keep &= ~view.is_covered(points)
+        if self.skip_empty:
+            rows, cols = empty.shape
+            quiet = np.ones((rows + 2, cols + 2), bool)  # True where a neighbour does not object
+            is_coarse = np.zeros(empty.shape, bool)
+            is_coarse[::2, ::2] = True
+            quiet[1:-1, 1:-1] = empty | ~is_coarse
+            around = np.ones(len(points), bool)
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    around &= quiet[cells[:, 0] + 1 + dr, cells[:, 1] + 1 + dc]
+            keep &= ~around
+        return keep
 
     # ------------------------------------------------------------------ filters
-    def _passes(
-        self,
-        iou: torch.Tensor,
-        stability: torch.Tensor,
-        probabilities: torch.Tensor,
-        allowed: np.ndarray | None,
-    ) -> torch.Tensor:
-        """Bool (n,): predicted IoU, stability, class probability and background probability all pass, and
-        the best class (over the whole vocabulary) is an allowed one."""
-        foreground = probabilities[:, :-1]
-        score, best = foreground.max(dim=1)
-        passed = (iou >= self.min_iou) & (stability >= self.min_stability) & (score >= self.min_score)
-        passed &= probabilities[:, -1] <= self.max_background
+    def _passes(self, decoded: Decoded, allowed: np.ndarray | None) -> np.ndarray:
+        """Bool (n,): a non-empty mask whose predicted IoU, stability, class probability and background
+        probability all pass, and whose best class (over the whole vocabulary) is an allowed one."""
+        foreground = decoded.probabilities[:, :-1]
+        best = foreground.argmax(axis=1)
+        score = foreground[np.arange(len(best)), best]
+        passed = decoded.nonempty & (decoded.iou >= self.min_iou) & (decoded.stability >= self.min_stability)
+        passed &= (score >= self.min_score) & (decoded.probabilities[:, -1] <= self.max_background)
         if allowed is not None:
-            passed &= torch.from_numpy(np.isin(best.numpy(), allowed))
+            passed &= np.isin(best, allowed)
         return passed
 
 
@@ -304,32 +264,6 @@ def class_indices(names: Sequence[str], classes: Sequence[str] | str | None) -> 
             f"{', '.join(names)}. Add it to the vocabulary (predictor.set_vocabulary) or pick one of these."
         )
     return np.array([names.index(c) for c in wanted], np.int64)
-
-
-def coarse_to_fine(grid: np.ndarray, per_side: int) -> np.ndarray:
-    """The (per_side^2, 2) grid of ``build_point_grid`` reordered: every other row and column first."""
-    order = coarse_to_fine_2d(per_side, per_side)
-    return grid[order[:, 0] * per_side + order[:, 1]].astype(np.float32)
-
-
-def coarse_to_fine_2d(rows: int, columns: int) -> np.ndarray:
-    """(rows x columns, 2) (row, col) cells: even rows and columns first, then the rest, row by row."""
-    r, c = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
-    cells = np.stack([r.ravel(), c.ravel()], axis=1)
-    coarse = (cells[:, 0] % 2 == 0) & (cells[:, 1] % 2 == 0)
-    return np.concatenate([cells[coarse], cells[~coarse]])
-
-
-def _crop_box(crop: np.ndarray, r: int, c: int) -> np.ndarray:
-    """float32 (1, 4) XYXY image-frame bounds (end exclusive) of a non-empty bool crop at (r, c)."""
-    ys, xs = np.nonzero(crop)
-    return np.array([[c + xs.min(), r + ys.min(), c + xs.max() + 1, r + ys.max() + 1]], np.float32)
-
-
-def _cover(covered: np.ndarray, crop: np.ndarray, r: int, c: int) -> None:
-    """Mark the coverage cells (``COVER_STRIDE`` pixels each) of a bool crop at (r, c)."""
-    ys, xs = np.nonzero(crop)
-    covered[(ys + r) // COVER_STRIDE, (xs + c) // COVER_STRIDE] = True
 
 
 def _check_not_empty(image: Any) -> None:
