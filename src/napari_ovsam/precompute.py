@@ -5,6 +5,13 @@ the session, with the same cache keys).
 Command line (e.g. on a GPU machine, then copy the cache next to the stack)::
 
     python -m napari_ovsam.precompute stack.zarr --model demo --out cache.zarr [--start 0 --stop 10]
+    python -m napari_ovsam.precompute stack.zarr --out cache.zarr --workers 4   # a local Dask cluster
+    python -m napari_ovsam.precompute stack.zarr --out cache.zarr --scheduler tcp://HOST:PORT
+
+With ``--workers`` or ``--scheduler`` (``pip install napari-ovsam[batch]``) every slice is one Dask task: a
+worker builds its model once, reads its slice from the (shared) path, and writes the entries into the one
+cache folder itself (entry writes are atomic, so many writers are safe); nothing but slice numbers and counts
+travels between the client and the workers.
 
 Large slices (those the predictor tiles: longer than the model input by the predictor's margin, e.g. a
 mosaic or a slide given as a 2D zarr, OME-Zarr (level 0) or pyramidal TIFF (level 0)) are embedded tile by
@@ -23,11 +30,14 @@ import argparse
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from ovsam_model.annotate.cluster import DEFAULT_RETRIES, dask_client, run_on_cluster, run_tasks
 from ovsam_model.build import build_ovsam
 from ovsam_model.cli_parser import OneLineErrorParser
 from ovsam_model.data.stacks import Stack
@@ -159,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="intensity range mapped to the model input, as in the viewer (default: per-slice percentiles)",
     )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler (tcp://HOST:PORT): one task per slice",
+    )
+    where.add_argument("--workers", type=int, default=None, help="start a local Dask cluster of N processes")
     return parser
 
 
@@ -173,15 +190,103 @@ def open_stack(path: str) -> Any:
     return open_lazy_stack(path)
 
 
+# ------------------------------------------------------------------------------------ Dask workers
+# One predictor per worker process (built by its first task, kept for the next), with its cache fingerprint.
+_WORKER_LOCK = threading.Lock()
+_WORKER: dict[str, Any] = {"key": None, "predictor": None, "fingerprint": None}
+
+
+def worker_predictor(model: str, checkpoint: str | None, device: str) -> tuple[Any, str]:
+    """This process's predictor and its model fingerprint (built now unless built for the same model)."""
+    key = (model, checkpoint, device)
+    if _WORKER["key"] != key:
+        _WORKER.update(key=None, predictor=None, fingerprint=None)
+        predictor = load_predictor(model, checkpoint, device)
+        _WORKER.update(key=key, predictor=predictor, fingerprint=model_fingerprint(predictor.model))
+    return _WORKER["predictor"], _WORKER["fingerprint"]
+
+
+def worker_fingerprint(model: str, checkpoint: str | None, device: str) -> str:
+    """Build the worker's predictor (errors in the model's name or files show here) and name its model."""
+    with _WORKER_LOCK:
+        return worker_predictor(model, checkpoint, device)[1]
+
+
+def embed_slice(
+    z: int,
+    *,
+    path: str,
+    cache_path: str,
+    model: str,
+    checkpoint: str | None,
+    device: str,
+    contrast_limits: Sequence[float] | None,
+) -> int:
+    """The Dask task of slice ``z``: read it from ``path``, embed it unless cached, write the cache entry (or
+    its tiles' entries); returns how many embeddings it computed."""
+    with _WORKER_LOCK:
+        predictor, fingerprint = worker_predictor(model, checkpoint, device)
+        cache = EmbeddingCache(max_items=1, store_path=cache_path)
+        with open_lazy_stack(path) as stack:
+            return precompute_stack(
+                stack, predictor, cache, start=z, stop=z + 1, contrast_limits=contrast_limits,
+                fingerprint=fingerprint,
+            )  # fmt: skip
+
+
+def _main_on_cluster(args: argparse.Namespace, parser: argparse.ArgumentParser, indices: range) -> int:
+    """``main`` with --scheduler or --workers: one task per slice, the counts streamed back."""
+    failed: list[tuple[int, BaseException]] = []
+    computed = 0
+    options = {"model": args.model, "checkpoint": args.checkpoint, "device": args.device}
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(dask_client(args.scheduler, args.workers))
+            run_on_cluster(worker_fingerprint, client=client, **options)
+            EmbeddingCache(max_items=1, store_path=args.out)  # refuses a folder that is not a cache
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
+        bar = stack.enter_context(tqdm(total=len(indices), unit="slice", desc="embeddings"))
+
+        def finished(z: int, count: int) -> None:
+            nonlocal computed
+            computed += count
+            bar.update(1)
+
+        try:
+            run_tasks(
+                embed_slice, indices, client=client, on_result=finished,
+                on_failure=lambda z, error: failed.append((z, error)), retries=DEFAULT_RETRIES,
+                path=str(Path(args.stack).absolute()), cache_path=str(Path(args.out).absolute()),
+                contrast_limits=args.contrast_limits, **options,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            print("Interrupted; run the same command again to resume.", file=sys.stderr)
+            return 130
+    for z, problem in failed:
+        print(f"slice {z} failed: {type(problem).__name__}: {problem}", file=sys.stderr)
+    done = len(indices) - len(failed)
+    print(f"{done} of {len(indices)} slice(s) done, {computed} embedding(s) computed; cache: {args.out}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 done, 130 interrupted); bad arguments, a missing
-    stack, a folder that is not a cache or a model that cannot be built exit with one line and status 2."""
+    """Command-line entry point; returns the exit status (0 done, 1 some slices failed on a cluster, 130
+    interrupted); bad arguments, a missing stack, a folder that is not a cache, a model that cannot be built
+    or a scheduler that does not answer exit with one line and status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be 1 or more, got {args.workers}.")
     try:
         stack = open_stack(args.stack)
     except (ValueError, OSError) as error:  # a missing or unreadable stack: one line, no traceback
         parser.error(str(error))
+    if args.scheduler is not None or args.workers is not None:
+        indices = range(int(stack.shape[0]))[slice(args.start, args.stop)]
+        if hasattr(stack, "close"):
+            stack.close()  # the workers read their own slices
+        return _main_on_cluster(args, parser, indices)
     try:
         cache = EmbeddingCache(max_items=1, store_path=args.out)  # refuses a folder that is not a cache
         predictor = load_predictor(args.model, args.checkpoint, args.device)

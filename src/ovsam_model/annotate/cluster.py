@@ -54,7 +54,7 @@ def dask_client(scheduler: str | None, workers: int | None, *, timeout: float | 
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: several runs on one machine do not collide
             silence_logs=logging.ERROR,
         )
         client = distributed.Client(cluster)

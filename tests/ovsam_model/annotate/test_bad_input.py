@@ -189,3 +189,14 @@ def test_the_module_runs_and_fails_in_one_line(tmp_path):
     )
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
     assert "Input not found" in done.stderr and not (tmp_path / "a.json").exists()
+
+
+def test_without_dask_a_cluster_run_says_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed: importing it fails
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as error:
+        main([*FAST, _stack(tmp_path), *_out(tmp_path), "--workers", "2"])
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and "pip install 'napari-ovsam[batch]'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert set(_snapshot(tmp_path)) - set(before) == {str(tmp_path / "stack.tif")}
