@@ -135,9 +135,11 @@ def iter_segment_everything(
     classes: Sequence[str] | None = None,
     region: Region | None = None,
     settings: AutomaticSettings | None = None,
+    mode: PaintMode = "keep",
 ) -> Steps:
     """Worker: every object of each slice (or of its ``region``), named from the vocabulary (``classes``:
-    only these). Yields ``(done, total, message)``; returns the :class:`Proposals`."""
+    only these), fitted to the labels for the commit ``mode`` (:func:`fit_to_labels`). Yields
+    ``(done, total, message)``; returns the :class:`Proposals`."""
     settings = settings or AutomaticSettings()
     found: dict[SliceIndex, ObjectResults] = {}
     total = len(slices) * PROGRESS_STEPS
@@ -148,15 +150,18 @@ def iter_segment_everything(
         call = partial(settings.annotator(predictor, session.top_k).annotate, None, classes)
         instances = yield from _iter_call(call, n, total, f"Segment everything, {where}")
         results = instances_results(session, instances, tuple(slice_index), offset)
-        results = fit_to_labels(results, session.target, "keep")
+        results = fit_to_labels(results, session.target, mode)
         if len(results):
             found[tuple(slice_index)] = results
     return Proposals(found, "Segment everything", len(slices))
 
 
-def iter_name_labels(session: AnnotationSession, source: Any, slices: Sequence[SliceIndex]) -> Steps:
+def iter_name_labels(
+    session: AnnotationSession, source: Any, slices: Sequence[SliceIndex], mode: PaintMode = "keep"
+) -> Steps:
     """Worker: name every label of ``source`` ((..., H, W) integer labels of the image's shape, never
-    changed) on each slice. Yields ``(done, total, message)``; returns the :class:`Proposals`."""
+    changed) on each slice, fitted to the labels for the commit ``mode``. Yields ``(done, total, message)``;
+    returns the :class:`Proposals`."""
     check_source_labels(source, session.labels_shape)
     found: dict[SliceIndex, ObjectResults] = {}
     total = len(slices) * PROGRESS_STEPS
@@ -170,7 +175,9 @@ def iter_name_labels(session: AnnotationSession, source: Any, slices: Sequence[S
         call = partial(name_labels, predictor, labels, top_k=session.top_k)
         instances = yield from _iter_call(call, n, total, f"Name labels, {where}")
         results = instances_results(session, instances, tuple(slice_index), (0, 0), named=True)
-        found[tuple(slice_index)] = fit_to_labels(results, session.target, "keep")
+        results = fit_to_labels(results, session.target, mode)
+        if len(results):
+            found[tuple(slice_index)] = results
     return Proposals(found, "Name labels", len(slices))
 
 

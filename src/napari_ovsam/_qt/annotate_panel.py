@@ -82,6 +82,8 @@ class AnnotatePanel(QWidget):
         self._results: ObjectResults | None = None  # the preview, until the prompts change
         self._live_key: tuple[Any, ...] | None = None  # the prompts of the live preview in _results
         self._live_running = False
+        # Whether the preview layer stays as it is (Segment everything's proposals) instead of the prompts'.
+        self.keep_preview: Callable[[ObjectResults], bool] = lambda _: False
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()  # prompt layers with our events and keys
         self._live_timer = single_shot_timer(self, 0, self._live_segment)
         self._build()
@@ -145,13 +147,17 @@ class AnnotatePanel(QWidget):
             self._status.report("Segmentation failed", error)
             return None
         self._results = results
-        _layers.show_preview(self._viewer, self._image(), results)
+        if not self.keep_preview(results):
+            _layers.show_preview(self._viewer, self._image(), results)
         if len(results):
             self._status.show_prompt_time(results.latency_ms)
         names = ", ".join(f"{n} {s:.2f}" for n, s in zip(results.class_names, results.scores))
-        self._status.set_status(
-            " ".join([f"{len(results)} object(s): {names or 'no prompt'}.", *results.messages])
+        found = (
+            []
+            if results.messages and not len(results)
+            else [f"{len(results)} object(s): {names or 'no prompt'}."]
         )
+        self._status.set_status(" ".join([*found, *results.messages]))
         return results
 
     def commit(self) -> CommitGroup | None:
@@ -165,7 +171,7 @@ class AnnotatePanel(QWidget):
             return None
         self._labels.take_user_edits()
         try:
-            group = self._session.commit(results, COMMIT_MODES[self._commit_mode.currentText()])
+            group = self._session.commit(results, self.commit_mode)
         except SessionBusy as error:
             self._status.set_status(str(error))
             return None
@@ -233,6 +239,11 @@ class AnnotatePanel(QWidget):
         self._live_key = None
         if self._live.isChecked() and not self._jobs.closed:
             self._live_timer.start()
+
+    @property
+    def commit_mode(self) -> PaintMode:
+        """Keep or overwrite existing labels (the Commit choice)."""
+        return COMMIT_MODES[self._commit_mode.currentText()]
 
     def set_busy(self, lanes: set[str]) -> None:
         for widget in (self._commit_btn, self._undo_btn):

@@ -2,7 +2,8 @@
 :class:`~napari_ovsam.session.AnnotationSession` (the Qt-free state and logic).
 
 Scriptable: ``load_model()``, ``set_vocabulary()``, ``segment()``, ``commit()``, ``undo()``, ``clear_prompts()``,
-``toggle_points()``, ``precompute()``, ``propagate()``, ``cancel()``, ``busy`` and ``status``. The image encoder
+``toggle_points()``, ``segment_everything()``, ``name_labels()``, ``precompute()``, ``propagate()``, ``cancel()``,
+``busy`` and ``status``. The image encoder
 only runs in thread workers (``jobs``); the GUI thread decodes prompts on cached embeddings (milliseconds).
 
 Keys: S segment, C commit, Shift+C clear prompts, T flip points, Ctrl+Z undo the last commit. They are bound
@@ -26,6 +27,7 @@ from ..results import ObjectResults
 from ..session import AnnotationSession
 from ..targets import CommitGroup
 from .annotate_panel import AnnotatePanel
+from .automatic_panel import AutomaticPanel
 from .embeddings import EmbeddingScheduler
 from .image_panel import ImagePanel
 from .jobs import Job, JobRunner
@@ -72,6 +74,11 @@ class OVSAMWidget(QWidget):
             viewer=viewer, **common, image=image, slice_in_view=slice_in_view, embeddings=self._embeddings,
             labels=self._labels, keys=self._key_actions(),
         )  # fmt: skip
+        self._automatic = AutomaticPanel(
+            viewer=viewer, **common, image=image, slice_in_view=slice_in_view, labels=self._labels,
+            commit_mode=lambda: self._annotate.commit_mode,
+        )  # fmt: skip
+        self._annotate.keep_preview = self._automatic.prompts_previewed
         self._vocabulary = VocabularyPanel(
             **common,
             loaded_model=lambda: self._model_panel.loaded_name,
@@ -99,6 +106,7 @@ class OVSAMWidget(QWidget):
         self._tabs = QTabWidget()
         for panel, title in (
             (self._annotate, "Annotate"),
+            (self._automatic, "Everything"),
             (self._vocabulary, "Vocabulary"),
             (self._stack, "Stack"),
         ):
@@ -152,7 +160,10 @@ class OVSAMWidget(QWidget):
         return self._annotate.segment()
 
     def commit(self) -> CommitGroup | None:
-        """Write the previewed (or freshly segmented) objects into the labels layer, with their names."""
+        """Write the previewed (or freshly segmented) objects into the labels layer, with their names: the
+        proposals of Segment everything or Name labels while there are some (one undoable step)."""
+        if self._automatic.pending:
+            return self._automatic.commit()
         return self._annotate.commit()
 
     def undo(self) -> CommitGroup | None:
@@ -160,12 +171,23 @@ class OVSAMWidget(QWidget):
         return self._annotate.undo()
 
     def clear_prompts(self) -> None:
-        """Remove every point and box, and the preview."""
+        """Remove every point and box, and the preview (proposals included)."""
+        self._automatic.discard()
         self._annotate.clear_prompts()
 
     def toggle_points(self) -> None:
         """Flip the selected points between positive and negative (or the mode of the next points)."""
         self._annotate.toggle_points()
+
+    def segment_everything(self, scope: str | None = None, classes: str | None = None) -> Job | None:
+        """Propose and name every object ("this slice", "the whole stack" or "the region in view"; only
+        ``classes``, e.g. "nucleus, rod", if given) into the preview; returns the job (None if refused)."""
+        return self._automatic.segment_everything(scope, classes)
+
+    def name_labels(self, layer: Any = None, scope: str | None = None) -> Job | None:
+        """Name every label of a Labels layer ("this slice" or "the whole stack") into the preview; returns
+        the job (None if refused)."""
+        return self._automatic.name_labels(layer, scope)
 
     def precompute(self) -> Job | None:
         """Embed the Stack tab's slice range in the background; returns the job (None if refused)."""
@@ -194,6 +216,7 @@ class OVSAMWidget(QWidget):
     # ------------------------------------------------------------------------------------------ events
 
     def _on_image(self, layer: Any) -> None:
+        self._automatic.discard()  # proposals of another image
         self._annotate.on_image(layer)
         self._labels.ensure()
         self._stack.on_image()
@@ -206,10 +229,11 @@ class OVSAMWidget(QWidget):
     def _on_slice_change(self, *_: Any) -> None:
         if self._image_panel.layer is not None and self.session.leading_shape and not self._jobs.closed:
             self._annotate.invalidate()
+            self._automatic.slice_changed()
             self._embeddings.slice_changed()
 
     def _on_busy(self, lanes: set[str]) -> None:
-        for panel in (self._annotate, self._stack, self._model_panel):
+        for panel in (self._annotate, self._automatic, self._stack, self._model_panel):
             panel.set_busy(lanes)
         self._status_panel.show_busy(bool(lanes))
 
@@ -245,5 +269,6 @@ class OVSAMWidget(QWidget):
         for key, previous in self._viewer_keys.items():
             self.viewer.bind_key(key, previous, overwrite=True)
         self._annotate.shutdown()
+        self._automatic.shutdown()
         self._labels.shutdown()  # napari's own painting undo comes back
         self._image_panel.shutdown()
