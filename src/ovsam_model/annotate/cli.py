@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,20 +192,32 @@ def main(argv: list[str] | None = None) -> int:
         refs = collect_slices(config.inputs, relative_to=config.out.parent)
         shape = output.labels_shape_of(refs) if config.labels_out is not None else None
         resume = output.check_outputs(config.out, config.labels_out, shape, overwrite=config.overwrite)
+        journal = output.journal_path(config.out)
+        resumed = output.read_journal(journal, _options(config, refs)) if resume else None
     except ValueError as error:
         fail(PROG, str(error))
-    with ExitStack() as stack:
+    with _client(config) as client:
         try:
-            client = None
-            if config.scheduler is not None or config.workers is not None:
-                client = stack.enter_context(dask_client(config.scheduler, config.workers))
             names = run_on_cluster(vocabulary_names, config.spec, client=client)
             if config.spec.classes is not None:
                 check_classes(config.spec.classes, names)
         except (ValueError, FileNotFoundError) as error:
             fail(PROG, str(error))
-        return _run(config, refs, names, shape, resume, client)
-    raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow exceptions)
+        return _run(config, refs, names, shape, resumed, client)
+
+
+@contextmanager
+def _client(config: AnnotateConfig) -> Iterator[Any]:
+    """A Dask client for --scheduler or --workers (a bad address: one line, exit 2), else None."""
+    if config.scheduler is None and config.workers is None:
+        yield None
+        return
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(dask_client(config.scheduler, config.workers))
+        except ValueError as error:
+            fail(PROG, str(error))
+        yield client
 
 
 def _options(config: AnnotateConfig, refs: list[SliceRef]) -> dict[str, Any]:
@@ -221,18 +234,18 @@ def _run(
     refs: list[SliceRef],
     names: list[str],
     shape: tuple[int, ...] | None,
-    resume: bool,
+    resumed: dict[int, list[dict[str, Any]]] | None,
     client: Any,
 ) -> int:
-    options = _options(config, refs)
-    try:
-        done = output.read_journal(output.journal_path(config.out), options) if resume else {}
-    except ValueError as error:
-        fail(PROG, str(error))
+    """Annotate the slices not done yet (``resumed``: those of the journal, None for a new run), recording
+    each in the journal as it comes back; then write the COCO file."""
     if config.overwrite:
         output.remove_outputs(config.out, config.labels_out)
     labels = output.open_labels(config.labels_out, shape) if config.labels_out and shape else None
-    journal = output.Journal(output.journal_path(config.out), options, resume=resume)
+    done = dict(resumed or {})
+    journal = output.Journal(
+        output.journal_path(config.out), _options(config, refs), resume=resumed is not None
+    )
     failed: list[tuple[SliceRef, BaseException]] = []
     todo = [r for r in refs if r.index not in done]
     bar = tqdm(total=len(refs), initial=len(refs) - len(todo), unit="slice", desc="annotating")
