@@ -292,7 +292,7 @@ def _finish(
             f"{output.journal_path(config.out)}: run the same command again to retry the failed slices."
         )
         return EXIT_FAILED
-    info = {"description": "ovsam_model.annotate", "model": config.spec.model, "classes": names}
+    info = {"model": config.spec.model, "classes": names}
     objects = output.write_coco(config.out, refs, names, done, info)
     output.journal_path(config.out).unlink()
     print(

@@ -28,8 +28,11 @@ from ..atomic import unique_temporary
 from ..automatic import coco_categories
 from .inputs import SliceRef
 
+MARKER = "ovsam_model.annotate"  # names this tool in each output, so --overwrite replaces only its own files
 JOURNAL_SUFFIX = ".partial.jsonl"
-JOURNAL_FORMAT = "ovsam_model.annotate journal"
+JOURNAL_FORMAT = f"{MARKER} journal"
+JOURNAL_HEAD = json.dumps({"format": JOURNAL_FORMAT})[:-1].encode()
+COCO_HEAD = json.dumps({"info": {"description": MARKER}})[:-2].encode()
 JOURNAL_VERSION = 1
 LABELS_DTYPE = np.int32
 
@@ -118,55 +121,78 @@ def check_outputs(
     """Check the outputs before anything runs; returns True when a journal is there to resume.
 
     Raises:
-        ValueError: the output's folder does not exist; an output exists (without ``overwrite``); a path to
-            replace is not this tool's kind of output; an existing label array of another shape or dtype.
+        ValueError: the output's folder does not exist; an output exists (without ``overwrite``); a path that
+            exists but was not written by this tool (never replaced, ``overwrite`` or not); on resuming, a
+            label array of another shape or dtype, or one that is gone.
     """
     if not out.parent.is_dir():
         raise ValueError(f"The folder of --out does not exist: {out.parent}")
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: give the path of the COCO JSON file to write.")
-    if labels_out is not None and labels_out.exists() and not _is_zarr_array(labels_out):
-        raise ValueError(
-            f"--labels-out {labels_out} exists and is not a zarr array: choose a new path (it is never deleted)."
-        )
+    for path, ours in (
+        (out, _is_our_coco),
+        (journal_path(out), _is_our_journal),
+        (labels_out, _is_our_labels),
+    ):
+        if path is not None and path.exists() and not ours(path):
+            raise ValueError(
+                f"{path} exists and was not written by {MARKER}: it is never replaced; choose another path."
+            )
     if overwrite:
         return False
     if out.exists():
         raise ValueError(f"{out} exists: pass --overwrite to replace it, or choose another --out.")
     resume = journal_path(out).exists()
-    if resume and labels_out is not None and not labels_out.exists():
+    if labels_out is None:
+        return resume
+    if resume and not labels_out.exists():
         raise ValueError(
             f"{journal_path(out)} is a run that wrote labels to {labels_out}, which is gone: pass --overwrite "
             "to start again."
         )
-    if labels_out is not None and labels_out.exists():
+    if labels_out.exists():
+        array = zarr.open_array(str(labels_out), mode="r")
+        found = f"a {array.dtype} array of shape {tuple(array.shape)}"
         if not resume:
             raise ValueError(
-                f"--labels-out {labels_out} exists: pass --overwrite to replace it, or choose another path."
+                f"--labels-out {labels_out} exists ({found}; these inputs need {labels_shape}): pass "
+                "--overwrite to replace it, or choose another path."
             )
-        array = zarr.open_array(str(labels_out), mode="r")
         if tuple(array.shape) != labels_shape or np.dtype(array.dtype) != LABELS_DTYPE:
             raise ValueError(
-                f"--labels-out {labels_out} holds a {array.dtype} array of shape {tuple(array.shape)}; these "
-                f"inputs need {np.dtype(LABELS_DTYPE)} {labels_shape}: choose another path, or --overwrite."
+                f"--labels-out {labels_out} holds {found}; these inputs need {np.dtype(LABELS_DTYPE)} "
+                f"{labels_shape}: choose another path, or --overwrite."
             )
     return resume
 
 
 def remove_outputs(out: Path, labels_out: Path | None) -> None:
-    """``--overwrite``: remove the COCO file, its journal and the zarr label array (nothing else)."""
-    for path in (out, journal_path(out)):
-        if path.is_file():
+    """``--overwrite``: remove this tool's COCO file, journal and zarr label array (nothing else)."""
+    for path, ours in ((out, _is_our_coco), (journal_path(out), _is_our_journal)):
+        if path.is_file() and ours(path):
             path.unlink()
-    if labels_out is not None and _is_zarr_array(labels_out):
+    if labels_out is not None and _is_our_labels(labels_out):
         shutil.rmtree(labels_out) if labels_out.is_dir() else labels_out.unlink()
 
 
-def _is_zarr_array(path: Path) -> bool:
+def _is_our_coco(path: Path) -> bool:
+    """A COCO file written by ``write_coco`` (its first bytes name this tool)."""
+    with open(path, "rb") as handle:
+        return handle.read(len(COCO_HEAD)) == COCO_HEAD
+
+
+def _is_our_journal(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(JOURNAL_HEAD)) == JOURNAL_HEAD
+
+
+def _is_our_labels(path: Path) -> bool:
+    """A zarr array that ``open_labels`` made (marked in its attributes)."""
     try:
-        return isinstance(zarr.open(str(path), mode="r"), zarr.Array)
-    except Exception:  # anything zarr cannot open is not a zarr array
+        array = zarr.open(str(path), mode="r")
+    except Exception:  # anything zarr cannot open is not our label array
         return False
+    return isinstance(array, zarr.Array) and array.attrs.get("written_by") == MARKER
 
 
 def labels_shape_of(refs: Sequence[SliceRef]) -> tuple[int, ...]:
@@ -185,7 +211,11 @@ def open_labels(path: Path, shape: tuple[int, ...]) -> Any:
     if path.exists():
         return zarr.open_array(str(path), mode="r+")
     chunks = shape if len(shape) == 2 else (1, *shape[1:])
-    return zarr.open_array(str(path), mode="w-", shape=shape, chunks=chunks, dtype=LABELS_DTYPE, fill_value=0)
+    array = zarr.open_array(
+        str(path), mode="w-", shape=shape, chunks=chunks, dtype=LABELS_DTYPE, fill_value=0
+    )
+    array.attrs["written_by"] = MARKER
+    return array
 
 
 def write_labels(array: Any, index: int, labels: np.ndarray) -> None:
@@ -208,7 +238,7 @@ def write_coco(
         for annotation in done[ref.index]:
             annotations.append({**annotation, "id": len(annotations) + 1})
     coco = {
-        "info": info,
+        "info": {"description": MARKER, **info},  # first: what tells --overwrite the file is this tool's
         "images": [ref.image_entry() for ref in refs],
         "categories": coco_categories(names),
         "annotations": annotations,

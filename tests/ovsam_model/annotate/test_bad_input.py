@@ -19,6 +19,7 @@ from ovsam_model.annotate import cli, cluster, output
 from ovsam_model.annotate.cli import main
 
 Setup = Callable[[Path], list[str]]
+OUR_COCO = '{"info": {"description": "ovsam_model.annotate"}, "images": [], "annotations": []}'
 
 
 def _stack(folder: Path) -> str:
@@ -39,9 +40,18 @@ def _empty_npy(folder: Path) -> list[str]:
     return [str(folder / "empty.npy")]
 
 
-def _labels(folder: Path, shape: tuple[int, ...]) -> str:
-    zarr.open_array(str(folder / "labels.zarr"), mode="w", shape=shape, dtype=np.int32)
+def _labels(folder: Path, shape: tuple[int, ...], ours: bool = True) -> str:
+    """A zarr label array, marked as this tool's (``ours``) or not."""
+    array = zarr.open_array(str(folder / "labels.zarr"), mode="w", shape=shape, dtype=np.int32)
+    if ours:
+        array.attrs["written_by"] = output.MARKER
     return str(folder / "labels.zarr")
+
+
+def _input_zarr(folder: Path) -> str:
+    path = folder / "stack.zarr"
+    zarr.open_array(str(path), mode="w", shape=(2, 96, 96), dtype=np.uint16)[:] = synthetic_stack(2)
+    return str(path)
 
 
 def _mine(folder: Path) -> str:
@@ -68,8 +78,18 @@ CASES: list[tuple[str, Setup, str]] = [
     ("folder without images", lambda d: [_mine(d), *_out(d)], "holds no images"),
     (
         "output exists",
-        lambda d: [_stack(d), "--out", _file(d, "annotations.json", "{}")],
+        lambda d: [_stack(d), "--out", _file(d, "annotations.json", OUR_COCO)],
         "annotations.json exists: pass --overwrite",
+    ),
+    (
+        "output exists, not ours",
+        lambda d: [_stack(d), "--out", _file(d, "annotations.json", "{}"), "--overwrite"],
+        "annotations.json exists and was not written by ovsam_model.annotate: it is never replaced",
+    ),
+    (
+        "output is an input",
+        lambda d: [_stack(d), "--out", _stack(d), "--overwrite"],
+        "stack.tif exists and was not written by ovsam_model.annotate",
     ),
     (
         "output folder missing",
@@ -123,14 +143,24 @@ CASES: list[tuple[str, Setup, str]] = [
     ),
     ("bad grid", lambda d: [_stack(d), *_out(d), "--points-per-side", "0"], "points_per_side must be"),
     (
-        "labels-out not a zarr array",
+        "labels-out a folder of the user's",
         lambda d: [_stack(d), *_out(d), "--labels-out", _mine(d), "--overwrite"],
-        "exists and is not a zarr array",
+        "mine exists and was not written by ovsam_model.annotate: it is never replaced",
     ),
     (
-        "labels-out exists",
-        lambda d: [_stack(d), *_out(d), "--labels-out", _labels(d, (2, 96, 96))],
-        "labels.zarr exists: pass --overwrite",
+        "labels-out a zarr array of the user's",
+        lambda d: [_stack(d), *_out(d), "--labels-out", _labels(d, (2, 96, 96), ours=False), "--overwrite"],
+        "labels.zarr exists and was not written by ovsam_model.annotate",
+    ),
+    (
+        "labels-out is the input",
+        lambda d: [_input_zarr(d), *_out(d), "--labels-out", _input_zarr(d), "--overwrite"],
+        "stack.zarr exists and was not written by ovsam_model.annotate",
+    ),
+    (
+        "labels-out exists, of another shape",
+        lambda d: [_stack(d), *_out(d), "--labels-out", _labels(d, (2, 50, 50))],
+        "labels.zarr exists (a int32 array of shape (2, 50, 50); these inputs need (2, 96, 96)): pass --overwrite",
     ),
     (
         "labels-out for images of two sizes",
