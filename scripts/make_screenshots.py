@@ -4,8 +4,9 @@
 
 Writes ``widget_start.png`` (the sample stack as it opens, model loaded, nothing annotated),
 ``widget_2d.png`` (three committed objects and a live preview), ``widget_stack.png`` (an object carried
-through the stack) and ``widget_large.png`` (a 1536 x 1536 zarr mosaic of held-out synthetic images, annotated
-at native resolution through tiles). The demo model is used when its weights are installed, else the tiny
+through the stack), ``widget_everything.png`` (Segment everything on the 2D sample, committed and named) and
+``widget_large.png`` (a 1536 x 1536 zarr mosaic of held-out synthetic images, annotated at native resolution
+through tiles). The demo model is used when its weights are installed, else the tiny
 random one.
 """
 
@@ -149,15 +150,28 @@ def main(argv: list[str] | None = None) -> int:
     widget._stack._min_overlap.setValue(0.3 if args.model == "demo" else 0.0)
     widget.propagate()
     settle(app, widget)
-    widget._tabs.setCurrentIndex(2)
+    widget._tabs.setCurrentWidget(widget._stack)
     viewer.reset_view()
     settle(app, widget)
     viewer.screenshot(str(args.out / "widget_stack.png"), canvas_only=False)
 
+    viewer.layers.clear()
+    image = viewer.add_image(image_data, **image_kwargs)
+    widget._image_panel._image.setCurrentText(image.name)
+    widget._tabs.setCurrentWidget(widget._automatic)
+    settle(app, widget)
+    widget._automatic._points.setValue(16)
+    widget.segment_everything("this slice")
+    settle(app, widget)
+    widget.commit()
+    viewer.reset_view()
+    settle(app, widget)
+    viewer.screenshot(str(args.out / "widget_everything.png"), canvas_only=False)
+
     import zarr
 
     viewer.layers.clear()
-    widget._tabs.setCurrentIndex(0)
+    widget._tabs.setCurrentWidget(widget._annotate)
     pixels, object_boxes_xyxy = mosaic()
     store = zarr.create_array(
         store=str(Path(tempfile.mkdtemp()) / "mosaic.zarr"),
