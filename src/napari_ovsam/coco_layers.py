@@ -173,7 +173,7 @@ def _large(annotations: list[dict]) -> bool:
 def _read(file: Path, image: dict[str, Any]) -> np.ndarray | None:
     """An image file as (H, W[, C]) numpy, or None (with a warning) when unreadable or of another size."""
     try:
-        pixels = load_image(file)
+        pixels = load_image(file, image.get("slice_index"))  # one slice of a stack, per entry
     except Exception as err:  # any reader error: the labels still open
         warnings.warn(f"Cannot read {file} ({err}); its labels open without it.", stacklevel=4)
         return None

@@ -225,3 +225,21 @@ def test_exported_files_are_readable_as_the_umask_says(tmp_path, layer):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(os.stat(coco).st_mode) == 0o644 and stat.S_IMODE(os.stat(tiff).st_mode) == 0o644
+
+
+def test_reader_opens_the_slices_of_a_stack_named_by_per_slice_entries(tmp_path):
+    import tifffile
+
+    stack = np.arange(3 * 10 * 12, dtype=np.uint16).reshape(3, 10, 12)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    images = [
+        {"id": i + 1, "file_name": "stack.tif", "slice_index": i, "height": 10, "width": 12} for i in range(3)
+    ]
+    annotation = {"id": 1, "image_id": 2, "category_id": 1, "segmentation": [[1, 1, 8, 1, 8, 8, 1, 8]]}
+    coco = {"images": images, "annotations": [annotation], "categories": [{"id": 1, "name": "rod"}]}
+    path = tmp_path / "per_slice.json"
+    path.write_text(json.dumps(coco))
+    layers = napari_get_reader(str(path))(str(path))
+    (pixels, _, image_kind), (labels, _, _) = layers
+    assert image_kind == "image" and np.array_equal(np.asarray(pixels), stack)
+    assert labels.shape == (3, 10, 12) and labels[1, 4, 4] == 1 and not labels[0].any()
