@@ -158,3 +158,22 @@ def test_a_click_on_background_says_so(viewer, widget, qtbot, monkeypatch):
     assert widget._annotate._results is not None and len(widget._annotate._results) == 0
     assert "no object here (background)" in widget.status.lower() and "object(s)" not in widget.status
     assert not viewer.layers[_layers.PREVIEW].data.any()
+
+
+def test_the_whole_stack_follows_the_slider_and_commits_as_one_step(viewer, widget, qtbot):
+    panel = load_demo(qtbot, widget, viewer, sample_stack()[0][0][2:5, :128, :128])
+    widget.segment_everything("the whole stack")
+    idle(qtbot, widget)
+    proposals = panel._proposals
+    assert set(proposals.results) == {(0,), (1,), (2,)} and "on 3 slice(s)" in widget.status
+    preview = viewer.layers[_layers.PREVIEW]
+    for z in (0, 2):
+        viewer.dims.set_point(0, z)
+        assert preview.translate[0] == z  # the slice in view's proposals
+        assert preview.data.max() == len(proposals.on((z,)))
+    panel._commit_btn.click()
+    labels = viewer.layers[_layers.LABELS]
+    assert len(labels.features) == len(proposals) and all(labels.data[z].any() for z in range(3))
+    assert "one undo step" in widget.status
+    widget.undo()
+    assert not labels.data.any() and labels.features.empty

@@ -114,7 +114,7 @@ class AnnotatePanel(QWidget):
         layout.addWidget(self._help)
         layout.addWidget(self._labels.table, stretch=1)
         self._segment_btn.clicked.connect(self.segment_asked)
-        self._commit_btn.clicked.connect(lambda: self.commit())
+        self._commit_btn.clicked.connect(lambda: self._keys["C"]())  # the widget's commit, as the C key
         self._undo_btn.clicked.connect(lambda: self.undo())
         self._clear_btn.clicked.connect(lambda: self.clear_prompts())
         self._group.currentTextChanged.connect(self._on_group)
