@@ -36,12 +36,12 @@ import numpy as np
 from ovsam_model.text import encode_vocabulary
 from ovsam_model.vocabulary import as_vocabulary
 
-from .automatic import background_of, commit_slices, without_background
 from .cache import CacheKey, EmbeddingCache, make_key, model_fingerprint
 from .naming import UNKNOWN_CLASS, name_for
 from .painting import PaintMode
 from .prompts import GroupRule, ObjectPrompt, batch_prompts, collect_prompts
 from .propagation import PropagationSettings, PropagationStep, propagate_objects
+from .proposals import background_of, commit_slices, without_background
 from .results import ObjectResults, SliceIndex
 from .targets import CommitGroup, LabelsTarget
 from .tiles import (
@@ -522,7 +522,7 @@ class AnnotationSession:
             return self._require_target().commit(results, mode)
 
     def commit_all(self, results: Sequence[ObjectResults], mode: PaintMode = "keep") -> CommitGroup | None:
-        """Paint the objects of several slices as one undoable step (see ``automatic.commit_slices``)."""
+        """Paint the objects of several slices as one undoable step (see ``proposals.commit_slices``)."""
         with self._write_lock():
             return commit_slices(self._require_target(), results, mode)
 

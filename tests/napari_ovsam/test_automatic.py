@@ -17,14 +17,13 @@ from session_fakes import FakePredictor, disk, make_session
 
 from napari_ovsam._sample_data import sample_2d, sample_stack
 from napari_ovsam.automatic import (
-    SOURCE_COLUMN,
     AutomaticSettings,
-    fit_to_labels,
     iter_name_labels,
     iter_segment_everything,
     parse_classes,
     visible_region,
 )
+from napari_ovsam.proposals import SOURCE_COLUMN, fit_to_labels
 from napari_ovsam.results import CroppedMasks, ObjectResults
 from napari_ovsam.session import AnnotationSession
 from napari_ovsam.tiles import drain

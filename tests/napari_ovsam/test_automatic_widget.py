@@ -16,7 +16,8 @@ from widget_helpers import idle
 from napari_ovsam import _layers
 from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam._sample_data import sample_2d, sample_stack
-from napari_ovsam.automatic import SOURCE_COLUMN, visible_region
+from napari_ovsam.automatic import visible_region
+from napari_ovsam.proposals import SOURCE_COLUMN
 
 pytestmark = pytest.mark.gui
 

@@ -31,16 +31,15 @@ from qtpy.QtWidgets import (
 from .. import _layers
 from ..automatic import (
     AutomaticSettings,
-    Proposals,
     Region,
     check_source_labels,
-    empty_results,
     iter_name_labels,
     iter_segment_everything,
     parse_classes,
     visible_region,
 )
 from ..painting import PaintMode
+from ..proposals import Proposals, empty_results
 from ..results import ObjectResults, SliceIndex
 from ..session import AnnotationSession, SessionBusy
 from ..targets import CommitGroup
