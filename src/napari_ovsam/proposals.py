@@ -108,11 +108,16 @@ def select(results: ObjectResults, keep: Sequence[int], crops: Sequence[np.ndarr
 
 
 def without_background(results: ObjectResults, threshold: float = BACKGROUND_PROBABILITY) -> ObjectResults:
-    """The objects the model does not call background (background-class probability above ``threshold``);
-    when some are dropped a message says so ("No object here (background)." for a single prompt)."""
+    """The objects the model does not call background (the background class's probability above
+    ``threshold``, or above the best class's); when some are dropped a message says so ("No object here
+    (background)." for a single prompt)."""
     if results.background is None or not len(results):
         return results
-    keep = [i for i, p in enumerate(results.background) if float(p) <= threshold]
+    keep = [
+        i
+        for i, (p, best) in enumerate(zip(results.background, results.scores))
+        if float(p) <= threshold and float(p) <= float(best)
+    ]
     if len(keep) == len(results):
         return results
     dropped = len(results) - len(keep)

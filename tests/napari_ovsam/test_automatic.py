@@ -23,7 +23,7 @@ from napari_ovsam.automatic import (
     parse_classes,
     visible_region,
 )
-from napari_ovsam.proposals import SOURCE_COLUMN, fit_to_labels
+from napari_ovsam.proposals import SOURCE_COLUMN, fit_to_labels, without_background
 from napari_ovsam.results import CroppedMasks, ObjectResults
 from napari_ovsam.session import AnnotationSession
 from napari_ovsam.tiles import drain
@@ -239,9 +239,24 @@ def test_a_click_on_background_gives_no_object():
     image = np.zeros((32, 32), np.float32)
     image[4:12, 4:12] = 10
     point = np.array([[8.0, 8.0]])
-    for background, objects in ((0.9, 0), (0.1, 1)):
+    for background, objects in ((0.9, 0), (0.1, 1), (0.45, 1)):  # the fake's best class has 0.9
         session = make_session(image, FakePredictor(background=background))
         session.ensure_embedding(())
         results = session.segment(point, np.array([True]), [], [], ())
         assert len(results) == objects and len(results.masks) == objects
         assert ("No object here (background)." in results.messages) == (objects == 0)
+
+
+def test_an_object_whose_background_beats_every_class_is_no_object():
+    zeros = np.zeros(3, np.float32)
+    results = ObjectResults(
+        (), np.ones((3, 4, 4), bool), ["a", "b", "c"], np.array([0.3, 0.2, 0.6], np.float32), zeros,
+        [["a"], ["b"], ["c"]], np.ones((3, 1), np.float32), background=np.array([0.25, 0.4, 0.3], np.float32),
+    )  # fmt: skip
+    kept = without_background(results)
+    assert (
+        kept.class_names == ["a", "c"]
+        and len(kept.masks) == 2
+        and kept.background.tolist() == pytest.approx([0.25, 0.3])
+    )
+    assert kept.messages == ["1 prompt(s) on background: no object there."]
