@@ -139,12 +139,37 @@ def test_overlaps_are_resolved_best_first_into_one_label_image() -> None:
     grown = np.zeros_like(gt, bool)
     grown[26:54, 8:44] = True  # object 2's mask overlaps object 3's square
     predictor.overrides[2] = grown
-    found = AutomaticAnnotator(predictor, points_per_side=16, **{**LOOSE, "max_background": 0.5}).annotate()
+    options = {**LOOSE, "max_background": 0.5, "agreement": False}  # painted in predicted-IoU order
+    found = AutomaticAnnotator(predictor, points_per_side=16, **options).annotate()
     assert len(found) == 3
     rod = found.mask(found.class_names.index("rod"))
     assert np.array_equal(rod, grown)  # the most confident object keeps its whole mask
     third = found.labels[(gt == 3) & ~grown]
     assert (third == third[0]).all() and not np.isin(found.labels[grown], third[0]).any()
+
+
+class PartsPredictor(ScriptedPredictor):
+    """Points on the left quarter of object 3 give that quarter, with a higher predicted IoU than the whole."""
+
+    def predict_torch(self, features, prompts, *, multimask_output: bool = False) -> TorchPrediction:
+        out = super().predict_torch(features, prompts, multimask_output=multimask_output)
+        for n, (x, y) in enumerate(prompts.points[:, 0].numpy()):
+            if self.gt[int(y), int(x)] == 3 and x < 42:
+                part = np.full((SIDE, SIDE), -8.0, np.float32)
+                part[36:60, 36:42] = 8.0
+                out.low_res_logits[n] = torch.from_numpy(part)
+                out.iou[n] = 0.99
+        return out
+
+
+def test_agreement_ranks_the_mask_most_proposals_agree_with_first() -> None:
+    gt, classes = scene()
+    options = {**LOOSE, "max_background": 0.5, "points_per_side": 16, "skip_covered": False}
+    agreeing = AutomaticAnnotator(PartsPredictor(gt, classes), **options).annotate()
+    alone = AutomaticAnnotator(PartsPredictor(gt, classes), agreement=False, **options).annotate()
+    assert same_partition(agreeing.labels, gt)  # the whole object wins over its often-proposed quarter
+    third = alone.labels[36:60, 36:42]
+    assert (third == third[0, 0]).all() and not np.isin(alone.labels[36:60, 42:60], third[0, 0]).any()
 
 
 def test_class_aware_nms_keeps_different_classes_class_agnostic_does_not() -> None:

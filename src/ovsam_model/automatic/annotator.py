@@ -23,6 +23,7 @@ import torch
 from scipy import ndimage
 from torchvision.ops import batched_nms
 
+from .agreement import agreement
 from .instances import Instances, empty_instances
 from .painting import paint_instances
 from .views import Decoded, TiledView, WholeView
@@ -68,7 +69,9 @@ class AutomaticAnnotator:
     (objects left with less, or with less than half their mask, are dropped); skip_covered: do not decode grid
     points inside objects already accepted; skip_empty: do not decode fine grid points whose coarse neighbours
     all came out as confident background (probability >= ``EMPTY_BACKGROUND``); multimask: decode 3 candidate
-    masks per point and keep the one with the highest predicted IoU; top_k: alternatives kept per object.
+    masks per point and keep the one with the highest predicted IoU; agreement: rank proposals by predicted IoU x
+    class probability x the share of overlapping proposals that agree with their mask (``automatic.agreement``;
+    False: without that share); top_k: alternatives kept per object.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class AutomaticAnnotator:
         class_agnostic: bool = False,
         skip_covered: bool = True,
         skip_empty: bool = True,
+        agreement: bool = True,
         multimask: bool = True,
         top_k: int = 3,
     ) -> None:
@@ -119,7 +123,7 @@ class AutomaticAnnotator:
         self.max_background, self.nms_iou = float(max_background), float(nms_iou)
         self.min_area = int(min_area)
         self.class_agnostic, self.skip_covered, self.multimask = class_agnostic, skip_covered, multimask
-        self.skip_empty = skip_empty
+        self.skip_empty, self.agreement = skip_empty, agreement
         self.top_k = int(top_k)
         self.decoded_points = 0  # grid points decoded by the last ``annotate`` (the others were skipped)
 
@@ -161,7 +165,10 @@ class AutomaticAnnotator:
         probabilities = np.concatenate(found.probabilities)
         class_ids = probabilities[:, :-1].argmax(axis=1)
         scores = probabilities[np.arange(len(class_ids)), class_ids]
-        confidence = (iou * scores).astype(np.float32)
+        confidence = iou * scores
+        if self.agreement:
+            confidence = confidence * agreement(view.kind, found.masks, boxes.numpy())
+        confidence = confidence.astype(np.float32)
         groups = torch.zeros(len(class_ids), dtype=torch.int64)
         if not self.class_agnostic:
             groups = torch.from_numpy(class_ids.astype(np.int64))
@@ -238,12 +245,13 @@ class AutomaticAnnotator:
 
     # ------------------------------------------------------------------ filters
     def _passes(self, decoded: Decoded, allowed: np.ndarray | None) -> np.ndarray:
-        """Bool (n,): a non-empty mask whose predicted IoU, stability, class probability and background
-        probability all pass, and whose best class (over the whole vocabulary) is an allowed one."""
+        """Bool (n,): a mask of at least ``min_area`` pixels whose predicted IoU, stability, class probability and
+        background probability all pass, and whose best class (over the whole vocabulary) is an allowed one."""
         foreground = decoded.probabilities[:, :-1]
         best = foreground.argmax(axis=1)
         score = foreground[np.arange(len(best)), best]
-        passed = decoded.nonempty & (decoded.iou >= self.min_iou) & (decoded.stability >= self.min_stability)
+        passed = (decoded.areas >= max(self.min_area, 1)) & (decoded.iou >= self.min_iou)
+        passed &= decoded.stability >= self.min_stability
         passed &= (score >= self.min_score) & (decoded.probabilities[:, -1] <= self.max_background)
         if allowed is not None:
             passed &= np.isin(best, allowed)

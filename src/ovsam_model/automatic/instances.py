@@ -26,8 +26,9 @@ class Instances:
     float32 (N,) probability of the named class; iou: float32 (N,) the model's predicted IoU of the mask (NaN
     where no mask was decoded, e.g. ``name_labels`` without refining); stability: float32 (N,) the mask's
     stability score (NaN where none was computed); background: float32 (N,) probability of the background class;
-    confidence: float32 (N,) the ranking score (what COCO's ``score`` gets: predicted IoU x class probability
-    for proposals, the class probability for named labels); topk_names / topk_scores: N lists of k names and
+    confidence: float32 (N,) the ranking score (what COCO's ``score`` gets: for proposals predicted IoU x class
+    probability x agreement with the other proposals, see ``automatic.agreement``; for named labels the class
+    probability); topk_names / topk_scores: N lists of k names and
     (N, k) their probabilities, best first; names: the vocabulary's class names.
     """
 

@@ -27,14 +27,14 @@ COVER_STRIDE = 4
 @dataclass
 class Decoded:
     """n decoded points. iou, stability: float32 (n,); probabilities: float32 (n, K + 1), background last;
-    boxes: float32 (n, 4) XYXY image pixels of each mask (zeros when empty); nonempty: bool (n,); masks: n
-    masks in the painter's form (``paint_instances``)."""
+    boxes: float32 (n, 4) XYXY image pixels of each mask (zeros when empty); areas: float32 (n,) mask areas in
+    image pixels; masks: n masks in the painter's form (``paint_instances``)."""
 
     iou: np.ndarray
     stability: np.ndarray
     probabilities: np.ndarray
     boxes: np.ndarray
-    nonempty: np.ndarray
+    areas: np.ndarray
     masks: list[Any]
 
 
@@ -84,9 +84,14 @@ class WholeView:
             stability=calculate_stability_score(logits, 0.0, STABILITY_OFFSET).numpy(),
             probabilities=out.probabilities.float().cpu().numpy(),
             boxes=boxes.clamp_(min=0).numpy(),
-            nonempty=foreground.flatten(1).any(dim=1).numpy(),
+            areas=foreground.flatten(1).sum(dim=1).numpy() * self.cell_area(logits.shape[-1]),
             masks=list(logits.to(torch.float16)),
         )
+
+    def cell_area(self, cells: int) -> float:
+        """Image pixels per cell of a ``cells`` x ``cells`` low-resolution mask."""
+        side = self.side / cells
+        return float(side * side / (self.to_input[0] * self.to_input[1]))
 
     def cover(self, decoded: Decoded, rows: np.ndarray) -> None:
         if len(rows) == 0:
@@ -132,14 +137,14 @@ class TiledView:
         probabilities[:, -1] = out.background
         logits = torch.from_numpy(out.low_res_logits[:, 0].astype(np.float32))
         masks = [(crop[0], (int(r), int(c))) for crop, (r, c) in zip(out.masks.crops, out.masks.offsets)]
-        nonempty = np.array([m.any() for m, _ in masks], bool)
+        areas = np.array([m.sum() for m, _ in masks], np.float32)
         boxes = np.array([_crop_box(m, r, c) if m.any() else np.zeros(4) for m, (r, c) in masks], np.float32)
         return Decoded(
             iou=out.iou[:, 0].astype(np.float32),
             stability=calculate_stability_score(logits, 0.0, STABILITY_OFFSET).numpy(),
             probabilities=probabilities,
             boxes=boxes.reshape(len(points), 4),
-            nonempty=nonempty,
+            areas=areas,
             masks=masks,
         )
 
