@@ -14,16 +14,18 @@ import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_utils
+from scipy import ndimage
 
 from ovsam_model.automatic import AutomaticAnnotator, Instances, coco_categories, name_labels
 from ovsam_model.modeling.ovsam import OVSAM
-from ovsam_model.prediction import TorchPrediction
+from ovsam_model.prediction import Prediction, TorchPrediction
 from ovsam_model.predictor import OVSAMPredictor
 from ovsam_model.tiling import TileSpec
 
 SIDE = 64  # scripted image, model input and low-resolution mask frame all 64 x 64: no change of frame
 NAMES = ["nucleus", "rod"]
-LOOSE = dict(min_iou=0.0, min_stability=0.0, min_score=0.0, max_background=1.0, min_area=1)
+# Filters off; masks kept as the clicks give them (the box refinement has its own test).
+LOOSE = dict(min_iou=0.0, min_stability=0.0, min_score=0.0, max_background=1.0, min_area=1, refine=False)
 
 
 def scene() -> tuple[np.ndarray, list[int]]:
@@ -170,6 +172,62 @@ def test_agreement_ranks_the_mask_most_proposals_agree_with_first() -> None:
     assert same_partition(agreeing.labels, gt)  # the whole object wins over its often-proposed quarter
     third = alone.labels[36:60, 36:42]
     assert (third == third[0, 0]).all() and not np.isin(alone.labels[36:60, 42:60], third[0, 0]).any()
+
+
+class BoxPredictor(ScriptedPredictor):
+    """Clicks give the object's mask eroded by 3 pixels, named "nucleus"; a box gives the whole object of most of
+    its pixels, named by its true class with probability 0.9."""
+
+    def predict_torch(self, features, prompts, *, multimask_output: bool = False) -> TorchPrediction:
+        out = super().predict_torch(features, prompts, multimask_output=multimask_output)
+        logits = out.low_res_logits.numpy()
+        for n in range(len(logits)):
+            for m in range(logits.shape[1]):
+                inside = ndimage.binary_erosion(logits[n, m] > 0, iterations=3)
+                logits[n, m] = np.where(inside, 8.0, -8.0)
+        out.probabilities[:, 0], out.probabilities[:, 1] = 0.8, 0.1
+        return out
+
+    def predict(self, *, boxes, top_k: int = 5) -> Prediction:
+        self.boxes_seen.extend(np.asarray(boxes).tolist())
+        n = len(boxes)
+        masks = np.zeros((n, 1, SIDE, SIDE), bool)
+        topk_ids = np.zeros((n, len(NAMES)), np.int64)
+        for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes).round().astype(int)):
+            inside = self.gt[max(y0, 0) : y1, max(x0, 0) : x1]
+            label = np.bincount(inside.ravel()).argmax()
+            masks[i, 0] = self.gt == label
+            topk_ids[i] = [self.classes[label - 1], 1 - self.classes[label - 1]]
+        scores = np.tile(np.array([0.9, 0.05], np.float32), (n, 1))
+        return Prediction(
+            masks=masks,
+            iou=np.full((n, 1), 0.9, np.float32),
+            class_ids=topk_ids[:, 0],
+            class_names=[NAMES[i] for i in topk_ids[:, 0]],
+            scores=scores[:, 0],
+            topk_ids=topk_ids,
+            topk_scores=scores,
+            topk_names=[[NAMES[i] for i in row] for row in topk_ids],
+            low_res_logits=np.zeros((n, 1, SIDE, SIDE), np.float16),
+            background=np.full(n, 0.05, np.float32),
+        )
+
+
+def test_refine_decodes_and_names_each_kept_proposal_again_from_its_box() -> None:
+    gt, classes = scene()
+    predictor = BoxPredictor(gt, classes)
+    predictor.boxes_seen = []
+    options = {**LOOSE, "max_background": 0.5, "points_per_side": 16}
+    clicks = AutomaticAnnotator(predictor, **options).annotate()
+    assert clicks.class_names == ["nucleus"] * 3 and not same_partition(clicks.labels, gt)  # eroded, one name
+    refined = AutomaticAnnotator(predictor, **{**options, "refine": True}).annotate()
+    assert same_partition(refined.labels, gt) and len(predictor.boxes_seen) == 3
+    assert sorted(refined.class_names) == ["nucleus", "nucleus", "rod"] and np.allclose(refined.scores, 0.9)
+    for x0, y0, x1, y1 in predictor.boxes_seen:  # each box is the click mask's box, 10 % larger on every side
+        label = gt[int((y0 + y1) / 2), int((x0 + x1) / 2)]
+        rows, cols = np.nonzero(ndimage.binary_erosion(gt == label, iterations=3))
+        width, height = cols.max() + 1 - cols.min(), rows.max() + 1 - rows.min()
+        assert np.allclose([x0, y0], [cols.min() - 0.1 * width, rows.min() - 0.1 * height], atol=1e-4)
 
 
 def test_class_aware_nms_keeps_different_classes_class_agnostic_does_not() -> None:

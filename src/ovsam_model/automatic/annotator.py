@@ -33,6 +33,11 @@ Progress = Callable[[int, int], None]
 # A coarse grid point whose proposal has at least this background probability marks its cell empty: fine
 # points whose coarse neighbours are all empty are not decoded (``skip_empty``).
 EMPTY_BACKGROUND = 0.9
+# Kept proposals decoded again from their boxes per step (``refine``).
+REFINE_CHUNK = 64
+# Each side of a proposal's box is moved out by this fraction of its size before it is decoded again: a click's
+# mask often misses the object's rim, and SAM-style box prompts tolerate a loose box better than a tight one.
+REFINE_MARGIN = 0.1
 
 
 @dataclass
@@ -71,7 +76,9 @@ class AutomaticAnnotator:
     all came out as confident background (probability >= ``EMPTY_BACKGROUND``); multimask: decode 3 candidate
     masks per point and keep the one with the highest predicted IoU; agreement: rank proposals by predicted IoU x
     class probability x the share of overlapping proposals that agree with their mask (``automatic.agreement``;
-    False: without that share); top_k: alternatives kept per object.
+    False: without that share); refine: decode and name each proposal kept by NMS again from its box (a box
+    prompt gives a better mask and name than a click; False keeps the click's); top_k: alternatives kept per
+    object.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class AutomaticAnnotator:
         skip_covered: bool = True,
         skip_empty: bool = True,
         agreement: bool = True,
+        refine: bool = True,
         multimask: bool = True,
         top_k: int = 3,
     ) -> None:
@@ -123,7 +131,7 @@ class AutomaticAnnotator:
         self.max_background, self.nms_iou = float(max_background), float(nms_iou)
         self.min_area = int(min_area)
         self.class_agnostic, self.skip_covered, self.multimask = class_agnostic, skip_covered, multimask
-        self.skip_empty, self.agreement = skip_empty, agreement
+        self.skip_empty, self.agreement, self.refine = skip_empty, agreement, refine
         self.top_k = int(top_k)
         self.decoded_points = 0  # grid points decoded by the last ``annotate`` (the others were skipped)
 
@@ -165,16 +173,24 @@ class AutomaticAnnotator:
         probabilities = np.concatenate(found.probabilities)
         class_ids = probabilities[:, :-1].argmax(axis=1)
         scores = probabilities[np.arange(len(class_ids)), class_ids]
-        confidence = iou * scores
-        if self.agreement:
-            confidence = confidence * agreement(view.kind, found.masks, boxes.numpy())
-        confidence = confidence.astype(np.float32)
+        agree = agreement(view.kind, found.masks, boxes.numpy()) if self.agreement else np.ones(len(iou))
+        confidence = (iou * scores * agree).astype(np.float32)
         groups = torch.zeros(len(class_ids), dtype=torch.int64)
         if not self.class_agnostic:
             groups = torch.from_numpy(class_ids.astype(np.int64))
         keep = batched_nms(boxes, torch.from_numpy(confidence), groups, self.nms_iou).numpy()  # best first
-        masks = [found.masks[i] for i in keep]
-        labels, kept = paint_instances(predictor, masks, view.kind, size, self.min_area)
+        kind, masks = view.kind, [found.masks[i] for i in keep]
+        if self.refine:
+            masks, probabilities[keep] = self._refine(boxes[keep].numpy(), len(names))
+            kind = "crops"
+            foreground = probabilities[keep, :-1]
+            named = foreground.argmax(axis=1)
+            confidence[keep] = iou[keep] * foreground[np.arange(len(keep)), named] * agree[keep]
+            wanted = np.ones(len(keep), bool) if allowed is None else np.isin(named, allowed)
+            order = np.argsort(-confidence[keep[wanted]], kind="stable")
+            masks = [masks[i] for i in np.flatnonzero(wanted)[order]]
+            keep = keep[wanted][order]
+        labels, kept = paint_instances(predictor, masks, kind, size, self.min_area)
         rows = keep[kept]
         return _instances(
             labels,
@@ -186,6 +202,30 @@ class AutomaticAnnotator:
             confidence,
             self.top_k,
         )
+
+    def _refine(
+        self, boxes: np.ndarray, k: int
+    ) -> tuple[list[tuple[np.ndarray, tuple[int, int]]], np.ndarray]:
+        """Decode and name the boxes (image frame) of the kept proposals as box prompts: a box gives a better mask
+        and name than a click. Returns (bool crops with their (row, col) offsets, (n, K + 1) probabilities)."""
+        crops: list[tuple[np.ndarray, tuple[int, int]]] = []
+        probabilities = np.zeros((len(boxes), k + 1), np.float32)
+        h, w = self.predictor.original_size
+        margin = REFINE_MARGIN * np.maximum(boxes[:, 2:] - boxes[:, :2], 1)
+        boxes = np.concatenate([boxes[:, :2] - margin, boxes[:, 2:] + margin], axis=1)
+        boxes = np.clip(boxes, 0, [w, h, w, h])
+        for start in range(0, len(boxes), REFINE_CHUNK):
+            out = self.predictor.predict(boxes=boxes[start : start + REFINE_CHUNK], top_k=k)
+            rows = probabilities[start : start + len(out)]
+            np.put_along_axis(rows, out.topk_ids, out.topk_scores, axis=1)
+            rows[:, -1] = out.background
+            if isinstance(out.masks, np.ndarray):
+                crops.extend(_crop(mask[0]) for mask in out.masks)
+            else:
+                crops.extend(
+                    (c[0], (int(r), int(col))) for c, (r, col) in zip(out.masks.crops, out.masks.offsets)
+                )
+        return crops, probabilities
 
     # ------------------------------------------------------------------ proposals
     def _propose(
@@ -272,6 +312,14 @@ def class_indices(names: Sequence[str], classes: Sequence[str] | str | None) -> 
             f"{', '.join(names)}. Add it to the vocabulary (predictor.set_vocabulary) or pick one of these."
         )
     return np.array([names.index(c) for c in wanted], np.int64)
+
+
+def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """A full-size bool mask as (its crop to its pixels, (row, col) offset); an empty one as a 0 x 0 crop."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return np.zeros((0, 0), bool), (0, 0)
+    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy(), (int(rows[0]), int(cols[0]))
 
 
 def _check_not_empty(image: Any) -> None:

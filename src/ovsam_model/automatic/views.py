@@ -78,7 +78,9 @@ class WholeView:
         logits = out.low_res_logits[:, 0].float().cpu()
         foreground = logits > 0
         scale = self.side / logits.shape[-1]
-        boxes = masks_to_boxes(foreground) * scale / torch.from_numpy(np.tile(self.to_input, 2))
+        boxes = masks_to_boxes(foreground)
+        boxes[:, 2:] += 1  # masks_to_boxes gives the last cell; boxes end after it
+        boxes = boxes * scale / torch.from_numpy(np.tile(self.to_input, 2))
         return Decoded(
             iou=out.iou[:, 0].float().cpu().numpy(),
             stability=calculate_stability_score(logits, 0.0, STABILITY_OFFSET).numpy(),
