@@ -165,7 +165,7 @@ class AutomaticAnnotator:
         allowed = class_indices(names, classes)
         size = predictor.original_size
         view = TiledView(predictor) if predictor.tiles is not None else WholeView(predictor)
-        found = self._propose(view, allowed, progress)
+        found = self._propose(view, progress)
         if not found.boxes:
             return empty_instances(size, names, self.top_k)
         boxes = torch.from_numpy(np.concatenate(found.boxes)).float()
@@ -183,13 +183,11 @@ class AutomaticAnnotator:
         if self.refine:
             masks, probabilities[keep] = self._refine(boxes[keep].numpy(), len(names))
             kind = "crops"
-            foreground = probabilities[keep, :-1]
-            named = foreground.argmax(axis=1)
-            confidence[keep] = iou[keep] * foreground[np.arange(len(keep)), named] * agree[keep]
-            wanted = np.ones(len(keep), bool) if allowed is None else np.isin(named, allowed)
-            order = np.argsort(-confidence[keep[wanted]], kind="stable")
-            masks = [masks[i] for i in np.flatnonzero(wanted)[order]]
-            keep = keep[wanted][order]
+            confidence[keep] = iou[keep] * probabilities[keep, :-1].max(axis=1) * agree[keep]
+        named = probabilities[keep, :-1].argmax(axis=1)  # all classes compete; then only the asked-for stay
+        wanted = np.flatnonzero(np.ones(len(keep), bool) if allowed is None else np.isin(named, allowed))
+        order = wanted[np.argsort(-confidence[keep[wanted]], kind="stable")]
+        masks, keep = [masks[i] for i in order], keep[order]
         labels, kept = paint_instances(predictor, masks, kind, size, self.min_area)
         rows = keep[kept]
         return _instances(
@@ -228,9 +226,7 @@ class AutomaticAnnotator:
         return crops, probabilities
 
     # ------------------------------------------------------------------ proposals
-    def _propose(
-        self, view: WholeView | TiledView, allowed: np.ndarray | None, progress: Progress | None
-    ) -> _Candidates:
+    def _propose(self, view: WholeView | TiledView, progress: Progress | None) -> _Candidates:
         """Decode the grid coarse to fine: every other row and column first, then the remaining points, less
         those inside accepted objects (``skip_covered``) and those whose coarse neighbours all decoded as
         confident background (``skip_empty``)."""
@@ -247,7 +243,7 @@ class AutomaticAnnotator:
                 if len(batch):
                     decoded = view.decode(points[batch], self.multimask)
                     self.decoded_points += len(batch)
-                    passed = self._passes(decoded, allowed)
+                    passed = self._passes(decoded)
                     rows = np.flatnonzero(passed)
                     found.add(decoded, rows)
                     view.cover(decoded, rows)
@@ -284,17 +280,15 @@ class AutomaticAnnotator:
         return keep
 
     # ------------------------------------------------------------------ filters
-    def _passes(self, decoded: Decoded, allowed: np.ndarray | None) -> np.ndarray:
+    def _passes(self, decoded: Decoded) -> np.ndarray:
         """Bool (n,): a mask of at least ``min_area`` pixels whose predicted IoU, stability, class probability and
-        background probability all pass, and whose best class (over the whole vocabulary) is an allowed one."""
+        background probability all pass."""
         foreground = decoded.probabilities[:, :-1]
         best = foreground.argmax(axis=1)
         score = foreground[np.arange(len(best)), best]
         passed = (decoded.areas >= max(self.min_area, 1)) & (decoded.iou >= self.min_iou)
         passed &= decoded.stability >= self.min_stability
         passed &= (score >= self.min_score) & (decoded.probabilities[:, -1] <= self.max_background)
-        if allowed is not None:
-            passed &= np.isin(best, allowed)
         return passed
 
 
