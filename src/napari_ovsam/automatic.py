@@ -16,6 +16,7 @@ pixels; slices are named by their leading indices (``()`` for 2D).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
@@ -47,18 +48,21 @@ class Cancelled(Exception):
     """Raised in the annotator's progress callback to stop it (the job was cancelled)."""
 
 
+_DEFAULTS = inspect.signature(AutomaticAnnotator).parameters  # one owner of the defaults: the annotator
+
+
 @dataclass
 class AutomaticSettings:
-    """The annotator's settings (see ``AutomaticAnnotator``); what the widget exposes."""
+    """The annotator's settings (see ``AutomaticAnnotator``, whose defaults they take); what the widget exposes."""
 
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    min_iou: float = 0.6
-    min_stability: float = 0.8
-    min_score: float = 0.3
-    max_background: float = 0.5
-    nms_iou: float = 0.5
-    min_area: int = 16
+    points_per_side: int = _DEFAULTS["points_per_side"].default
+    points_per_batch: int = _DEFAULTS["points_per_batch"].default
+    min_iou: float = _DEFAULTS["min_iou"].default
+    min_stability: float = _DEFAULTS["min_stability"].default
+    min_score: float = _DEFAULTS["min_score"].default
+    max_background: float = _DEFAULTS["max_background"].default
+    nms_iou: float = _DEFAULTS["nms_iou"].default
+    min_area: int = _DEFAULTS["min_area"].default
 
     def annotator(self, predictor: Any, top_k: int) -> AutomaticAnnotator:
         return AutomaticAnnotator(predictor, **dataclasses.asdict(self), top_k=top_k)

@@ -252,9 +252,11 @@ def test_points_inside_accepted_objects_or_amid_empty_background_are_not_decoded
         "full": AutomaticAnnotator(
             ScriptedPredictor(gt, classes), skip_covered=False, skip_empty=False, **options
         ),
-        "covered": AutomaticAnnotator(ScriptedPredictor(gt, classes), skip_empty=False, **options),
+        "covered": AutomaticAnnotator(
+            ScriptedPredictor(gt, classes), skip_covered=True, skip_empty=False, **options
+        ),
         "empty": AutomaticAnnotator(ScriptedPredictor(gt, classes), skip_covered=False, **options),
-        "both": AutomaticAnnotator(ScriptedPredictor(gt, classes), **options),
+        "both": AutomaticAnnotator(ScriptedPredictor(gt, classes), skip_covered=True, **options),
     }
     found = {name: annotator.annotate() for name, annotator in runs.items()}
     decoded = {name: annotator.decoded_points for name, annotator in runs.items()}

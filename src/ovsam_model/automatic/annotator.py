@@ -65,20 +65,22 @@ class _Candidates:
 class AutomaticAnnotator:
     """Propose, filter, name and resolve every object of an image with an ``OVSAMPredictor``.
 
-    points_per_side: grid points along each side of the image (of each tile for a tiled image); the grid is
-    visited coarse to fine. points_per_batch: prompts decoded at once. min_iou: lowest predicted IoU kept;
-    min_stability: lowest stability score (IoU of the mask thresholded at -1 and +1 logits); min_score: lowest
-    probability of the named class; max_background: highest probability of the background class (objectness);
-    nms_iou: box IoU above which the less confident of two proposals of the same class is dropped (all classes
-    together with ``class_agnostic=True``); min_area: smallest object in pixels after overlaps are resolved
-    (objects left with less, or with less than half their mask, are dropped); skip_covered: do not decode grid
-    points inside objects already accepted; skip_empty: do not decode fine grid points whose coarse neighbours
-    all came out as confident background (probability >= ``EMPTY_BACKGROUND``); multimask: decode 3 candidate
-    masks per point and keep the one with the highest predicted IoU; agreement: rank proposals by predicted IoU x
-    class probability x the share of overlapping proposals that agree with their mask (``automatic.agreement``;
-    False: without that share); refine: decode and name each proposal kept by NMS again from its box (a box
-    prompt gives a better mask and name than a click; False keeps the click's); top_k: alternatives kept per
-    object.
+    points_per_side: grid points along each side of the image (of each tile for a tiled image), visited coarse
+    to fine. points_per_batch: prompts decoded at once. min_iou: lowest predicted IoU kept (0 by default: the
+    demo model's IoU head hardly tells good masks from bad ones; SAM's own generator uses 0.88 with its SA-1B
+    decoder). min_stability: lowest stability score (IoU of the mask thresholded at -1 and +1 logits).
+    min_score: lowest probability of the named class. max_background: highest probability of the background
+    class (objectness). nms_iou: box IoU above which the less confident of two proposals of the same class is
+    dropped (of any classes with ``class_agnostic=True``). min_area: smallest object in pixels (objects left
+    with less after overlaps are resolved, or with less than half their mask, are dropped). skip_covered: do not
+    decode grid points inside objects already accepted (faster, but off by default: an object's agreement is
+    measured on the proposals of its other points). skip_empty: do not decode fine grid points whose coarse
+    neighbours all came out as confident background (probability >= ``EMPTY_BACKGROUND``). agreement: rank
+    proposals by predicted IoU x class probability x the share of overlapping proposals that agree with their
+    mask (``automatic.agreement``; False: without that share). refine: decode and name each proposal kept by
+    NMS again from its box (a box prompt gives a better mask and name than a click; False keeps the click's).
+    multimask: decode 3 candidate masks per point and keep the one with the highest predicted IoU. top_k:
+    alternatives kept per object.
     """
 
     def __init__(
@@ -87,14 +89,14 @@ class AutomaticAnnotator:
         *,
         points_per_side: int = 32,
         points_per_batch: int = 64,
-        min_iou: float = 0.6,
+        min_iou: float = 0.0,
         min_stability: float = 0.8,
-        min_score: float = 0.3,
+        min_score: float = 0.1,
         max_background: float = 0.5,
         nms_iou: float = 0.5,
         min_area: int = 16,
         class_agnostic: bool = False,
-        skip_covered: bool = True,
+        skip_covered: bool = False,
         skip_empty: bool = True,
         agreement: bool = True,
         refine: bool = True,
