@@ -5,8 +5,8 @@ Each variant runs in its own child process (one after the other, so they do not 
 image, encoding included, and reports its wall time, the grid points it decoded and its peak resident memory.
 Random weights everywhere (the costs of the encoders and decoders do not depend on them); what does depend on
 the weights is how many proposals pass the filters and how many grid points fall inside accepted objects, so
-ours also runs in its worst case: every point decoded (``skip_covered=False``) and every proposal kept by the
-filters and upsampled (all thresholds off), which bounds what any weights can cost.
+ours also runs in its worst case: every point decoded (``skip_empty=False``) and every proposal kept by the
+filters, ranked, refined from its box and painted (all thresholds off), which bounds what any weights can cost.
 
     python benchmarks/bench_automatic_speed.py [--size 1024] [--points-per-side 32] [--no-sam]
 """
@@ -24,9 +24,8 @@ from pathlib import Path
 GIB = 1024**3
 VARIANTS = {
     "ours": {},  # the annotator's defaults
-    "ours, no point skipping": {"skip_covered": False},
     "ours, worst case (every point decoded, every proposal kept)": {
-        "skip_covered": False,
+        "skip_empty": False,
         "min_iou": 0.0,
         "min_stability": 0.0,
         "min_score": 0.0,
