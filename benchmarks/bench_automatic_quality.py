@@ -43,7 +43,7 @@ AP_TARGET, AP50_TARGET, BASELINE_RATIO = 0.45, 0.70, 2.5
 FIND_ALL_TARGET, NAMING_TARGET = 0.85, 0.95
 # 48 settings: about 0.3-0.8 s each per image on remembered decodes (two CPU cores), so 20 images take ~10 min.
 GRID = {
-    "min_iou": (0.5, 0.6, 0.7, 0.8),
+    "min_iou": (0.0, 0.2, 0.4, 0.6),
     "min_stability": (0.75, 0.9),
     "max_background": (0.3, 0.5, 0.8),
     "nms_iou": (0.3, 0.6),
