@@ -18,6 +18,7 @@ from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam._sample_data import sample_2d, sample_stack
 from napari_ovsam.automatic import visible_region
 from napari_ovsam.proposals import SOURCE_COLUMN
+from ovsam_model.data.coco_json import interior_point
 
 pytestmark = pytest.mark.gui
 
@@ -92,7 +93,8 @@ def test_prompts_replace_the_proposals_and_cancel_writes_nothing(viewer, widget,
     idle(qtbot, widget)
     assert panel.pending
     z = viewer.dims.current_step[0]
-    viewer.layers[_layers.POINTS].add(np.array([[z, 64.0, 64.0]]))  # live preview of a click
+    x, y = interior_point(next(iter(panel._proposals.results.values())).masks[0])  # a click on an object
+    viewer.layers[_layers.POINTS].add(np.array([[z, float(y), float(x)]]))  # live preview of a click
     assert not panel.pending and len(widget._annotate._results) == 1
     widget.clear_prompts()
 
