@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torchvision.ops import batched_nms
 
 from .agreement import agreement
-from .instances import Instances, empty_instances
+from .instances import Instances, empty_instances, label_boxes
 from .painting import paint_instances
 from .views import Decoded, TiledView, WholeView
 
@@ -348,7 +347,7 @@ def _instances(
     return Instances(
         labels=labels,
         ids=ids,
-        boxes=_label_boxes(labels, n),
+        boxes=label_boxes(labels, n),
         class_ids=order[:, 0].astype(np.int64),
         class_names=[names[i] for i in order[:, 0]],
         scores=topk_scores[:, 0].copy(),
@@ -360,12 +359,3 @@ def _instances(
         topk_scores=topk_scores,
         names=list(names),
     )
-
-
-def _label_boxes(labels: np.ndarray, n: int) -> np.ndarray:
-    """float32 (n, 4) XYXY bounds (end exclusive) of labels 1..n."""
-    boxes = np.zeros((n, 4), np.float32)
-    for i, where in enumerate(ndimage.find_objects(labels, max_label=n)):
-        if where is not None:
-            boxes[i] = (where[1].start, where[0].start, where[1].stop, where[0].stop)
-    return boxes

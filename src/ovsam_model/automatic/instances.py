@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..rle import label_pixels, pixel_bbox, pixel_rle
 
@@ -159,6 +160,15 @@ def empty_instances(image_size: tuple[int, int], names: Sequence[str], top_k: in
         topk_scores=np.zeros((0, k), np.float32),
         names=list(names),
     )
+
+
+def label_boxes(labels: np.ndarray, n: int) -> np.ndarray:
+    """float32 (n, 4) XYXY pixel bounds (end exclusive) of labels 1..n of a label image (zeros for a missing one)."""
+    boxes = np.zeros((n, 4), np.float32)
+    for i, where in enumerate(ndimage.find_objects(labels, max_label=n)):
+        if where is not None:
+            boxes[i] = (where[1].start, where[0].start, where[1].stop, where[0].stop)
+    return boxes
 
 
 def _number(value: Any) -> float | None:

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from .annotator import Progress, _check_not_empty
-from .instances import Instances, empty_instances
+from .instances import Instances, empty_instances, label_boxes
 
 # Labels named per step.
 CHUNK_SIZE = 256
@@ -60,7 +59,7 @@ def name_labels(
     ids, compact = _compact(labels)
     if len(ids) == 0:
         return empty_instances(labels.shape, names, top_k)
-    boxes = _boxes(compact, len(ids))
+    boxes = label_boxes(compact, len(ids))
     k = len(names)
     probabilities = np.zeros((len(ids), k + 1), np.float32)
     iou = np.full(len(ids), np.nan, np.float32)
@@ -83,7 +82,7 @@ def name_labels(
     foreground = probabilities[:, :-1]
     order = np.argsort(-foreground, axis=1, kind="stable")[:, : min(top_k, k)]
     topk_scores = np.take_along_axis(foreground, order, axis=1)
-    final_boxes = boxes if not refine else _boxes(*_compact_known(out_labels, ids))
+    final_boxes = boxes if not refine else label_boxes(*_compact_known(out_labels, ids))
     return Instances(
         labels=out_labels,
         ids=ids.astype(np.int64),
@@ -137,15 +136,6 @@ def _compact_known(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, int
     position = np.clip(position, 0, len(ids) - 1)
     known = ids[position] == labels
     return np.where(known, position + 1, 0).astype(np.int32), len(ids)
-
-
-def _boxes(compact: np.ndarray, n: int) -> np.ndarray:
-    """float32 (n, 4) XYXY bounds (end exclusive) of labels 1..n of a compact label image."""
-    boxes = np.zeros((n, 4), np.float32)
-    for i, where in enumerate(ndimage.find_objects(compact, max_label=n)):
-        if where is not None:
-            boxes[i] = (where[1].start, where[0].start, where[1].stop, where[0].stop)
-    return boxes
 
 
 def _box_probabilities(predictor: Any, boxes: np.ndarray) -> np.ndarray:
