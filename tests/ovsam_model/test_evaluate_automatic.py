@@ -23,6 +23,7 @@ from ovsam_model.evaluation.automatic import (
     ground_truth_labels,
     instance_results,
     precision_recall,
+    recall_at_precision,
 )
 from ovsam_model.evaluation.decode_cache import CachedDecoder
 from ovsam_model.evaluation.mask_ap import MaskAPEvaluator, encode_masks
@@ -271,3 +272,16 @@ def test_bad_automatic_flags_exit_with_one_line(synthetic, capsys, argv, message
         main(["--model", "tiny", "--ann", synthetic, "--protocol", "automatic", *argv])
     err = capsys.readouterr().err
     assert error.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_recall_at_precision_is_the_best_recall_of_any_confidence_cut() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    matched = np.array([True, True, False, True, True, False])
+    # cuts: 1/1, 2/2, 2/3, 3/4, 4/5, 4/6 precision; of 5 objects
+    assert recall_at_precision(scores, matched, 5, 0.8) == pytest.approx(4 / 5)  # precision 0.8 at 5 kept
+    assert recall_at_precision(scores, matched, 5, 0.85) == pytest.approx(2 / 5)
+    assert recall_at_precision(scores[::-1], matched[::-1], 5, 0.85) == pytest.approx(2 / 5)  # any order
+    assert (
+        recall_at_precision(scores, ~matched, 5, 0.85) == 0.0
+        and recall_at_precision(scores, matched, 0, 0.85) is None
+    )

@@ -9,7 +9,7 @@ On each image ``AutomaticAnnotator.annotate`` runs with the dataset's class name
 - ``otsu_watershed``: the classical baseline (``ovsam_model.evaluation.classical``), class-agnostic;
 - ``find_all``: for each class c, ``annotate(classes=[c])``; precision and recall at mask IoU >= 0.5 against
   the ground-truth objects of class c, matched greedily by confidence (each object matched once), pooled over
-  the images;
+  the images, and the best recall at precision >= 0.85 along the confidence ranking (``recall_at_precision``);
 - ``naming``: ``name_labels`` on the ground-truth label image: the fraction of labels named with their class.
 
 Each image is decoded once for all the annotator's runs (``CachedDecoder``). Ground-truth masks overlap in
@@ -36,6 +36,8 @@ from .mask_ap import MaskAPEvaluator, encode_masks, label_to_category
 
 #: Mask IoU at which a "find all" proposal counts as finding a ground-truth object.
 FIND_ALL_IOU = 0.5
+# "Find all" is scored by the best recall at this precision along the confidence ranking (pooled over images).
+FIND_ALL_PRECISION = 0.85
 NMS_MODES = (("class_aware_nms", False), ("class_agnostic_nms", True))
 MATCHING = (("class_aware", False), ("class_agnostic", True))
 DEFAULT_BASELINE = OtsuWatershed()
@@ -73,19 +75,42 @@ def greedy_matches(
 ) -> int:
     """Predictions (COCO results: RLE ``segmentation``, ``score``) that find a ground-truth RLE with mask IoU
     >= ``iou``: visited by score, highest first, each taking the best still-unmatched object."""
-    if not predicted or not truth:
-        return 0
+    return int(match_flags(predicted, truth, iou)[1].sum())
+
+
+def match_flags(
+    predicted: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], iou: float = FIND_ALL_IOU
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, matched) of the predictions, highest score first: float64 and bool (n,), matched as in
+    ``greedy_matches``."""
     order = sorted(range(len(predicted)), key=lambda i: -float(predicted[i]["score"]))
+    scores = np.array([float(predicted[i]["score"]) for i in order], np.float64)
+    matched = np.zeros(len(order), bool)
+    if not predicted or not truth:
+        return scores, matched
     ious = mask_utils.iou([predicted[i]["segmentation"] for i in order], list(truth), [0] * len(truth))
     free = np.ones(len(truth), bool)
-    found = 0
-    for row in np.asarray(ious).reshape(len(order), len(truth)):
+    for k, row in enumerate(np.asarray(ious).reshape(len(order), len(truth))):
         candidates = np.where(free & (row >= iou), row, -1.0)
         best = int(candidates.argmax())
         if candidates[best] >= iou:
             free[best] = False
-            found += 1
-    return found
+            matched[k] = True
+    return scores, matched
+
+
+def recall_at_precision(
+    scores: np.ndarray, matched: np.ndarray, truth: int, precision: float
+) -> float | None:
+    """The highest recall of the predictions above any confidence cut whose precision is at least
+    ``precision`` (0 when no cut reaches it; None when there is nothing to find)."""
+    if truth == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(matched[order])
+    kept = np.arange(1, len(order) + 1)
+    reached = hits / kept >= precision
+    return float(hits[reached].max() / truth) if reached.any() else 0.0
 
 
 def precision_recall(found: int, predicted: int, truth: int) -> dict[str, Any]:
@@ -169,6 +194,9 @@ class AutomaticEvaluator:
         }
         self.baseline_ap = self._evaluator(True)
         self.find_all = {label: [0, 0, 0] for label in self.category_of}  # found, predicted, objects
+        self.find_all_ranked: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {
+            c: [] for c in self.category_of
+        }
         self.named = {label: [0, 0] for label in self.category_of}  # named right, labels
         self.decoded_points: list[int] = []
 
@@ -189,7 +217,9 @@ class AutomaticEvaluator:
             found = annotator.annotate(classes=[names[label]])
             results = instance_results(found, image_id, self.category_of)
             objects = [rle for rle, gt in zip(truth, item["labels"]) if gt == label]
-            counts[0] += greedy_matches(results, objects)
+            scores, matched = match_flags(results, objects)
+            self.find_all_ranked[label].append((scores, matched))
+            counts[0] += int(matched.sum())
             counts[1] += len(results)
             counts[2] += len(objects)
         self.decoded_points.append(cached.decoded)
@@ -218,7 +248,14 @@ class AutomaticEvaluator:
             for mode, by_match in self.ap.items()
         }
         out["otsu_watershed"] = {"class_agnostic": self.baseline_ap.evaluate()}
-        out["find_all"] = {names[label]: precision_recall(*c) for label, c in self.find_all.items()}
+        out["find_all"] = {}
+        for label, counts in self.find_all.items():
+            ranked = self.find_all_ranked[label]
+            scores = np.concatenate([r[0] for r in ranked]) if ranked else np.zeros(0)
+            matched = np.concatenate([r[1] for r in ranked]) if ranked else np.zeros(0, bool)
+            entry = precision_recall(*counts)
+            entry["recall_at_precision"] = recall_at_precision(scores, matched, counts[2], FIND_ALL_PRECISION)
+            out["find_all"][names[label]] = entry
         out["naming"] = {
             "named_right": right / total if total else None,
             "labels": total,

@@ -39,7 +39,7 @@ AUTOMATIC_ROWS = (
 #: Metrics on 0..1 that the markdown shows in %.
 FRACTIONS = frozenset(
     {"miou", "base_iou", "novel_iou", "AP", "AP50", "AP75", "APs", "APm", "APl", "AP_base", "AP_novel"}
-    | {"APr", "APc", "APf", "AR", "precision", "recall", "named_right"}
+    | {"APr", "APc", "APf", "AR", "precision", "recall", "recall_at_precision", "named_right"}
 )
 
 
@@ -106,11 +106,15 @@ def automatic_tables(report: dict[str, Any]) -> list[str]:
         cells = [_cell(k, baseline.get(k)) for k, _ in AUTOMATIC_AP_COLUMNS]
         lines.append("| Otsu + watershed | – | class-agnostic | " + " | ".join(cells) + " |")
     lines += ["", "## automatic: find all <class> (mask IoU >= 0.5)", ""]
-    lines += ["| method | class | precision | recall | found | predicted | objects |", "|---" * 7 + "|"]
+    lines += [
+        "| method | class | precision | recall | recall at precision >= 0.85 | found | predicted | objects |",
+        "|---" * 8 + "|",
+    ]
     for label, result in entries.items():
         for name, counts in result["find_all"].items():
             cells = [
-                _cell(k, counts.get(k)) for k in ("precision", "recall", "found", "predicted", "objects")
+                _cell(k, counts.get(k))
+                for k in ("precision", "recall", "recall_at_precision", "found", "predicted", "objects")
             ]
             lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
     lines += ["", "## automatic: naming the true labels", ""]
