@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from ovsam_model.evaluation.automatic import AutomaticSettings, evaluate_automatic, instance_results
+from ovsam_model.evaluation.cli import add_automatic_arguments, automatic_settings
 from ovsam_model.evaluation.decode_cache import CachedDecoder
 from ovsam_model.evaluation.mask_ap import MaskAPEvaluator, label_to_category
 from ovsam_model.evaluation.report import automatic_tables
@@ -168,12 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="demo", help="OV-SAM config or checkpoint (default demo)")
     parser.add_argument("--checkpoint", default=None, help="weights file for --model")
     parser.add_argument("--max-images", type=int, default=None, help="first N images (--tune default 20)")
-    parser.add_argument("--points-per-side", type=int, default=AutomaticSettings().points_per_side)
-    for name in ("min_iou", "min_stability", "max_background", "min_score", "nms_iou"):
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(
-            flag, type=float, default=getattr(AutomaticSettings(), name), help=f"annotator {name}"
-        )
+    add_automatic_arguments(parser)
     parser.add_argument("--output", default=None, help="write the protocol's result as JSON here")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args(argv)
@@ -188,14 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = (args.checkpoint,) if args.checkpoint else None
     predictor = OVSAMMethod(args.model, checkpoint, device=args.device).build()
     predictor.set_vocabulary(data.vocabulary)
-    base = AutomaticSettings(
-        points_per_side=args.points_per_side,
-        min_iou=args.min_iou,
-        min_stability=args.min_stability,
-        max_background=args.max_background,
-        min_score=args.min_score,
-        nms_iou=args.nms_iou,
-    )
+    base = automatic_settings(parser, args)
     print(f"{mode}: {args.ann}, model {args.model}, {torch.get_num_threads()} torch threads; {base}")
     (tune if args.tune else measure)(args, predictor, data, base)
 

@@ -16,7 +16,6 @@ pixels; slices are named by their leading indices (``()`` for 2D).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
@@ -26,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ovsam_model.automatic import AutomaticAnnotator, Instances, class_indices, name_labels
+from ovsam_model.automatic import (
+    AutomaticAnnotator,
+    Instances,
+    annotator_defaults,
+    class_indices,
+    name_labels,
+)
 
 from .painting import PaintMode
 from .proposals import NamedResults, Proposals, fit_to_labels
@@ -48,21 +53,21 @@ class Cancelled(Exception):
     """Raised in the annotator's progress callback to stop it (the job was cancelled)."""
 
 
-_DEFAULTS = inspect.signature(AutomaticAnnotator).parameters  # one owner of the defaults: the annotator
+_DEFAULTS = annotator_defaults()
 
 
 @dataclass
 class AutomaticSettings:
     """The annotator's settings (see ``AutomaticAnnotator``, whose defaults they take); what the widget exposes."""
 
-    points_per_side: int = _DEFAULTS["points_per_side"].default
-    points_per_batch: int = _DEFAULTS["points_per_batch"].default
-    min_iou: float = _DEFAULTS["min_iou"].default
-    min_stability: float = _DEFAULTS["min_stability"].default
-    min_score: float = _DEFAULTS["min_score"].default
-    max_background: float = _DEFAULTS["max_background"].default
-    nms_iou: float = _DEFAULTS["nms_iou"].default
-    min_area: int = _DEFAULTS["min_area"].default
+    points_per_side: int = _DEFAULTS["points_per_side"]
+    points_per_batch: int = _DEFAULTS["points_per_batch"]
+    min_iou: float = _DEFAULTS["min_iou"]
+    min_stability: float = _DEFAULTS["min_stability"]
+    min_score: float = _DEFAULTS["min_score"]
+    max_background: float = _DEFAULTS["max_background"]
+    nms_iou: float = _DEFAULTS["nms_iou"]
+    min_area: int = _DEFAULTS["min_area"]
 
     def annotator(self, predictor: Any, top_k: int) -> AutomaticAnnotator:
         return AutomaticAnnotator(predictor, **dataclasses.asdict(self), top_k=top_k)

@@ -15,7 +15,6 @@ on an existing one (``--scheduler``); the run is resumable (see ``ovsam_model.an
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..automatic import AutomaticAnnotator
+from ..automatic import AutomaticAnnotator, annotator_defaults
 from ..cli_parser import OneLineErrorParser, fail
 from ..vocabulary import Vocabulary
 from . import output
@@ -48,7 +47,7 @@ SETTINGS: dict[str, tuple[type, str]] = {
     "min_area": (int, "smallest object in pixels"),
     "top_k": (int, "alternative class names kept per object"),
 }
-DEFAULTS = {name: p.default for name, p in inspect.signature(AutomaticAnnotator.__init__).parameters.items()}
+DEFAULTS = annotator_defaults()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ object again. A tiled (large) image gets the same grid per tile side, and each p
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,6 +292,16 @@ class AutomaticAnnotator:
         passed &= decoded.stability >= self.min_stability
         passed &= (score >= self.min_score) & (decoded.probabilities[:, -1] <= self.max_background)
         return passed
+
+
+def annotator_defaults() -> dict[str, Any]:
+    """``AutomaticAnnotator``'s keyword defaults by name: the one place command lines, the evaluation and the
+    widget take theirs from."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(AutomaticAnnotator).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
 def class_indices(names: Sequence[str], classes: Sequence[str] | str | None) -> np.ndarray | None:

@@ -19,7 +19,6 @@ label left without pixels is not counted.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from ..automatic import AutomaticAnnotator, Instances, name_labels
+from ..automatic import AutomaticAnnotator, Instances, annotator_defaults, name_labels
 from ..rle import label_rles
 from .classical import OtsuWatershed
 from .decode_cache import CachedDecoder
@@ -42,11 +41,7 @@ NMS_MODES = (("class_aware_nms", False), ("class_agnostic_nms", True))
 MATCHING = (("class_aware", False), ("class_agnostic", True))
 DEFAULT_BASELINE = OtsuWatershed()
 
-_ANNOTATOR_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(AutomaticAnnotator.__init__).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-}
+_ANNOTATOR_DEFAULTS = annotator_defaults()
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_method_arguments(parser.add_argument_group("what to evaluate"))
     _add_data_arguments(parser.add_argument_group("data"))
-    _add_automatic_arguments(parser.add_argument_group("automatic protocol (defaults: AutomaticAnnotator's)"))
+    add_automatic_arguments(parser.add_argument_group("automatic protocol (defaults: AutomaticAnnotator's)"))
     _add_output_arguments(parser.add_argument_group("output"))
     return parser
 
@@ -183,7 +183,8 @@ _FRACTION_FLAGS = {
 }
 
 
-def _add_automatic_arguments(group: Any) -> None:
+def add_automatic_arguments(group: Any) -> None:
+    """The annotator's threshold flags (defaults: ``AutomaticAnnotator``'s)."""
     defaults = AutomaticSettings()
     group.add_argument(
         "--points-per-side",
@@ -198,7 +199,7 @@ def _add_automatic_arguments(group: Any) -> None:
         )
 
 
-def _automatic_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AutomaticSettings:
+def automatic_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AutomaticSettings:
     """The automatic flags as ``AutomaticSettings``; a value out of range is a one-line error."""
     if args.points_per_side < 1:
         parser.error(f"--points-per-side must be at least 1, got {args.points_per_side}.")
@@ -239,7 +240,7 @@ def parse_args(argv: list[str] | None = None) -> EvaluationArgs:
             "--protocol automatic evaluates OV-SAM's AutomaticAnnotator only; leave out --baseline and --compare "
             "(the report has its own Otsu + watershed baseline)."
         )
-    automatic = _automatic_settings(parser, args)
+    automatic = automatic_settings(parser, args)
     return EvaluationArgs(
         ann=args.ann,
         images=args.images,
