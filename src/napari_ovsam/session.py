@@ -536,6 +536,11 @@ class AnnotationSession:
         with self._write_lock():
             self._require_target().rename(label_id, class_name)
 
+    def mark_reviewed(self, label_id: int, reviewed: bool = True) -> None:
+        """Mark an object reviewed (its name accepted as it is); like :meth:`rename`, not an undo step."""
+        with self._write_lock():
+            self._require_target().mark_reviewed(label_id, reviewed)
+
     def _write_lock(self) -> _NonBlockingLock:
         return _NonBlockingLock(self._labels_lock)
 

@@ -205,6 +205,15 @@ class LabelsTarget:
         table.loc[match, "reviewed"] = True
         self.features = table
 
+    def mark_reviewed(self, label_id: int, reviewed: bool = True) -> None:
+        """Set an object's ``reviewed`` column (the user accepted its name) without renaming it."""
+        table = self.features.copy()
+        match = table["index"] == int(label_id)
+        if not match.any():
+            raise ValueError(f"No object with label id {label_id}: mark one of the table's objects.")
+        table.loc[match, "reviewed"] = bool(reviewed)
+        self.features = table
+
     def row(self, label_id: int) -> dict[str, Any] | None:
         """The features row of an object as a dict, or None."""
         match = self.features[self.features["index"] == int(label_id)]
