@@ -10,6 +10,10 @@ Layout written by ``python -m ovsam_model.data.synthetic --out DIR``::
     DIR/train.json, DIR/val.json  COCO instance JSON (RLE masks), file_name relative to DIR
     DIR/val_stack.tif             the val images as one (N, size, size) multi-page TIFF stack
     DIR/val_stack.json            the val annotations with per-slice entries (file_name + slice_index)
+
+``--extra-classes`` adds the three classes the ``demo`` model never saw (``EXTRA_CLASS_NAMES``): the JSON then
+has 7 categories, ids 1..4 the known classes and 5..7 the extra ones. Without it the files are exactly those of
+earlier versions.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from tqdm import tqdm
 
 from ..cli_parser import OneLineErrorParser
 from .synthetic_images import (
+    ALL_CLASS_NAMES,
     CLASS_NAMES,
+    EXTRA_CLASS_NAMES,
     Shape,
     SyntheticImage,
     generate_image,
@@ -38,7 +44,9 @@ from .synthetic_images import (
 )
 
 __all__ = [
+    "ALL_CLASS_NAMES",
     "CLASS_NAMES",
+    "EXTRA_CLASS_NAMES",
     "OUTPUTS",
     "Shape",
     "SyntheticImage",
@@ -82,7 +90,8 @@ def coco_annotations(
     return anns
 
 
-def coco_skeleton(split: str, seed: int, size: int) -> dict[str, Any]:
+def coco_skeleton(split: str, seed: int, size: int, extra_classes: bool = False) -> dict[str, Any]:
+    names = ALL_CLASS_NAMES if extra_classes else CLASS_NAMES
     return {
         "info": {
             "description": "napari-ovsam synthetic fluorescence instances",
@@ -92,9 +101,7 @@ def coco_skeleton(split: str, seed: int, size: int) -> dict[str, Any]:
             "version": "1",
         },
         "licenses": [],
-        "categories": [
-            {"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(CLASS_NAMES)
-        ],
+        "categories": [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(names)],
         "images": [],
         "annotations": [],
     }
@@ -124,13 +131,16 @@ def write_split(
     size: int,
     objects_per_image: tuple[int, int],
     progress: bool,
+    extra_classes: bool = False,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Generate and write one split; returns its COCO dict and the images (uint16 (size, size))."""
     (out / split).mkdir(parents=True, exist_ok=True)
-    coco = coco_skeleton(split, seed, size)
+    coco = coco_skeleton(split, seed, size, extra_classes)
     images = []
     for i in tqdm(range(num), desc=f"synthetic {split}", disable=not progress):
-        sample = generate_image(image_rng(seed, split, i), size, objects_per_image)
+        sample = generate_image(
+            image_rng(seed, split, i), size, objects_per_image, extra_classes=extra_classes
+        )
         name = f"{split}/img_{i:05d}.tif"
         tifffile.imwrite(out / name, sample.image, photometric="minisblack")
         coco["images"].append({"id": i + 1, "file_name": name, "height": size, "width": size})
@@ -155,8 +165,12 @@ def write_dataset(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    extra_classes: bool = False,
 ) -> dict[str, Path]:
-    """Write the dataset (layout in the module docstring) and return the paths of its parts by name."""
+    """Write the dataset (layout in the module docstring) and return the paths of its parts by name.
+
+    ``extra_classes`` mixes the ``EXTRA_CLASS_NAMES`` in (7 categories instead of 4).
+    """
     out = Path(out)
     if not 1 <= objects_per_image[0] <= objects_per_image[1]:
         raise ValueError(f"objects_per_image must be 1 <= min <= max, got {objects_per_image}.")
@@ -169,7 +183,13 @@ def write_dataset(
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, got {seed}.")
     _prepare_output(out, overwrite)
-    options = {"seed": seed, "size": size, "objects_per_image": objects_per_image, "progress": progress}
+    options = {
+        "seed": seed,
+        "size": size,
+        "objects_per_image": objects_per_image,
+        "progress": progress,
+        "extra_classes": extra_classes,
+    }
     paths = {"root": out}
     train, _ = write_split(out, "train", num_train, **options)  # type: ignore[arg-type]
     val, val_images = write_split(out, "val", num_val, **options)  # type: ignore[arg-type]
@@ -216,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the outputs of an earlier run in --out"
     )
+    parser.add_argument(
+        "--extra-classes",
+        action="store_true",
+        help=f"also draw the classes the demo model never saw ({', '.join(EXTRA_CLASS_NAMES)}; "
+        "category ids 5-7), to measure naming from examples",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -235,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            extra_classes=args.extra_classes,
         )
     except (FileExistsError, ValueError) as err:
         parser.error(str(err))

@@ -8,6 +8,14 @@ Four classes that differ in shape and texture (category ids 1..4, in this order,
   included);
 - ``cluster``: a clump of 3-7 small touching blobs, each with its own brightness, annotated as one instance.
 
+Three extra classes the ``demo`` model never saw (``extra_classes=True``; category ids 5..7, see
+``EXTRA_CLASS_NAMES``), to measure naming from examples:
+
+- ``crescent``: a sickle, a disk minus an offset disk that sticks out of it, smooth profile brightest where it
+  is thickest;
+- ``dumbbell``: a dividing cell, two round lobes joined by a narrow, dimmer neck;
+- ``speckled``: a nucleus in outline and size, but a dim body holding several small bright granules.
+
 Objects touch and overlap; overlaps are resolved by depth order (later objects lie on top), so masks are the
 visible, non-overlapping pixels, as in COCO. Every object keeps at least ``MIN_VISIBLE_FRACTION`` of its
 area and ``MIN_AREA`` pixels visible. Images are 16-bit: blurred by a Gaussian PSF, uneven illumination,
@@ -17,7 +25,7 @@ image ``i`` of a split depends only on (seed, split, i).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +34,8 @@ from scipy import ndimage
 from ..vocabulary import DEMO_CLASSES
 
 CLASS_NAMES = DEMO_CLASSES  # the demo model's vocabulary is this dataset's classes
+EXTRA_CLASS_NAMES: tuple[str, ...] = ("crescent", "dumbbell", "speckled")  # labels 4..6, never trained on
+ALL_CLASS_NAMES: tuple[str, ...] = CLASS_NAMES + EXTRA_CLASS_NAMES
 MIN_AREA = 40  # above the datasets' 32 px filter, with a margin
 MIN_VISIBLE_FRACTION = 0.4
 MAX_OVERLAP_FRACTION = 0.3
@@ -37,7 +47,7 @@ SPLIT_CODES = {"train": 0, "val": 1}
 class Shape:
     """One object before placement: a local (h, w) patch with its centre at the patch centre."""
 
-    label: int  # class index into CLASS_NAMES
+    label: int  # class index into ALL_CLASS_NAMES (the first four are CLASS_NAMES)
     mask: np.ndarray  # bool (h, w)
     profile: np.ndarray  # float32 (h, w), relative brightness (about 0..1) inside the mask
     texture: tuple[float, float]  # weights of the coarse and fine noise fields
@@ -49,7 +59,7 @@ class SyntheticImage:
 
     image: np.ndarray  # uint16 (size, size)
     masks: np.ndarray  # bool (M, size, size)
-    labels: np.ndarray  # int64 (M,) class indices into CLASS_NAMES (category id = label + 1)
+    labels: np.ndarray  # int64 (M,) class indices into ALL_CLASS_NAMES (category id = label + 1)
 
 
 def _grid(radius: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -122,11 +132,65 @@ def make_cluster(rng: np.random.Generator) -> Shape:
     return Shape(3, profile > 0, (profile * 0.85 + 0.15).astype(np.float32), (0.05, 0.15))
 
 
+def make_crescent(rng: np.random.Generator) -> Shape:
+    outer = rng.uniform(9.0, 22.0)
+    inner = outer * rng.uniform(0.7, 0.9)
+    shift = outer * rng.uniform(0.4, 0.6)  # shift + inner > outer: the cut opens the disk into a sickle
+    x, y = _grid(outer, rng)
+    u, v = _rotate(x, y, rng.uniform(0, 2 * np.pi))
+    mask = (np.hypot(u, v) <= outer) & (np.hypot(u - shift, v) > inner)
+    parts, count = ndimage.label(mask)
+    if count > 1:  # the tips can leave stray pixels: keep the sickle itself, one piece
+        mask = parts == 1 + int(np.argmax(np.bincount(parts.ravel())[1:]))
+    depth = ndimage.distance_transform_edt(mask)
+    profile = 0.45 + 0.55 * np.sqrt(depth / max(float(depth.max()), 1.0))
+    return Shape(4, mask, profile.astype(np.float32), (0.15, 0.05))
+
+
+def make_dumbbell(rng: np.random.Generator) -> Shape:
+    radii = rng.uniform(5.0, 12.0, size=2)
+    gap = float(radii.sum()) * rng.uniform(1.05, 1.3)  # centre distance; the lobes do not touch
+    neck = float(radii.min()) * rng.uniform(0.3, 0.45)  # half-width of the neck
+    x, y = _grid(gap / 2 + float(radii.max()) + 1, rng)
+    u, v = _rotate(x, y, rng.uniform(0, np.pi))
+    centres = (-gap / 2 + (radii[0] - radii[1]) / 2, gap / 2 + (radii[0] - radii[1]) / 2)
+    profile = np.zeros_like(u)
+    for cx, r in zip(centres, radii):
+        d = np.hypot(u - cx, v) / r
+        profile = np.maximum(profile, np.where(d <= 1.0, 1.0 - 0.4 * d**2, 0.0))
+    in_neck = (u >= centres[0]) & (u <= centres[1]) & (np.abs(v) <= neck)
+    profile = np.maximum(profile, np.where(in_neck, 0.55, 0.0))
+    return Shape(5, profile > 0, profile.astype(np.float32), (0.3, 0.05))
+
+
+def make_speckled(rng: np.random.Generator) -> Shape:
+    a = rng.uniform(8.0, 22.0)
+    b = a * rng.uniform(0.65, 1.0)
+    x, y = _grid(a * 1.1, rng)
+    u, v = _rotate(x, y, rng.uniform(0, np.pi))
+    rel = np.hypot(u / a, v / b)
+    profile = np.where(rel <= 1.0, 0.3, 0.0)
+    count = int(rng.integers(5, 9)) + int(a * b / 60)  # more granules in a larger body
+    for _ in range(count):  # granules at uniform positions inside the inner 80 % of the body
+        rho, phi = 0.8 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+        gx, gy = rho * a * np.cos(phi), rho * b * np.sin(phi)
+        spot = rng.uniform(0.75, 1.0) * np.exp(
+            -((u - gx) ** 2 + (v - gy) ** 2) / (2 * rng.uniform(1.0, 1.8) ** 2)
+        )
+        profile = np.maximum(profile, np.where(rel <= 1.0, spot, 0.0))
+    return Shape(6, rel <= 1.0, profile.astype(np.float32), (0.05, 0.1))
+
+
 SHAPE_MAKERS: tuple[Callable[[np.random.Generator], Shape], ...] = (
     make_nucleus,
     make_rod,
     make_ring,
     make_cluster,
+)
+EXTRA_SHAPE_MAKERS: tuple[Callable[[np.random.Generator], Shape], ...] = (
+    make_crescent,
+    make_dumbbell,
+    make_speckled,
 )
 
 
@@ -160,9 +224,13 @@ def _propose_position(
 
 
 def place_objects(
-    rng: np.random.Generator, size: int, count: int, class_weights: np.ndarray
+    rng: np.random.Generator,
+    size: int,
+    count: int,
+    class_weights: np.ndarray,
+    makers: Sequence[Callable[[np.random.Generator], Shape]] = SHAPE_MAKERS,
 ) -> tuple[np.ndarray, list[tuple[int, int, Shape]]]:
-    """Place up to ``count`` objects in depth order.
+    """Place up to ``count`` objects in depth order, of classes drawn from ``makers`` with ``class_weights``.
 
     Returns:
         label map int16 (size, size) with 0 = background and k + 1 = the k-th placed object (its visible
@@ -175,7 +243,7 @@ def place_objects(
     for _ in range(count * 6):
         if len(placed) == count:
             break
-        shape = SHAPE_MAKERS[int(rng.choice(len(SHAPE_MAKERS), p=class_weights))](rng)
+        shape = makers[int(rng.choice(len(makers), p=class_weights))](rng)
         top, left = _propose_position(rng, shape, placed, size)
         window, part = _clip_patch(shape.mask, top, left, size)
         area = int(shape.mask.sum())
@@ -237,12 +305,21 @@ def render(rng: np.random.Generator, labels: np.ndarray, placed: list[tuple[int,
 
 
 def generate_image(
-    rng: np.random.Generator, size: int = 256, objects_per_image: tuple[int, int] = (5, 15)
+    rng: np.random.Generator,
+    size: int = 256,
+    objects_per_image: tuple[int, int] = (5, 15),
+    *,
+    extra_classes: bool = False,
 ) -> SyntheticImage:
-    """Generate one image with between ``objects_per_image[0]`` and ``[1]`` objects (fewer when crowded)."""
+    """Generate one image with between ``objects_per_image[0]`` and ``[1]`` objects (fewer when crowded).
+
+    ``extra_classes`` mixes the ``EXTRA_CLASS_NAMES`` in with the four known classes (labels 0..6 of
+    ``ALL_CLASS_NAMES``); without it, the image is exactly what it was before the extra classes existed.
+    """
+    makers = SHAPE_MAKERS + EXTRA_SHAPE_MAKERS if extra_classes else SHAPE_MAKERS
     count = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
-    class_weights = rng.dirichlet(np.full(len(CLASS_NAMES), 2.0))  # images differ in their class mix
-    labels, placed = place_objects(rng, size, count, class_weights)
+    class_weights = rng.dirichlet(np.full(len(makers), 2.0))  # images differ in their class mix
+    labels, placed = place_objects(rng, size, count, class_weights, makers)
     image = render(rng, labels, placed)
     masks = labels[None] == np.arange(1, len(placed) + 1, dtype=np.int16)[:, None, None]
     classes = np.array([shape.label for _, _, shape in placed], dtype=np.int64)
