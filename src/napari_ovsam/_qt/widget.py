@@ -10,6 +10,10 @@ Keys: S segment, C commit, Shift+C clear prompts, T flip points, Ctrl+Z undo the
 on the widget, on the prompt layers, and (while the widget exists) on the viewer, where a selected layer's own
 keys win (e.g. C is "auto contrast" on an image layer: select a prompt layer). On "ovsam labels", Ctrl+Z first
 undoes brush strokes made after the last commit (napari's painting undo), then commits.
+
+Review keys (see :mod:`napari_ovsam._qt.review`): N / Shift+N the next / previous unreviewed object, most
+uncertain first (the camera centres on it, the slice follows), K accept its name (marks it reviewed), Alt+1 …
+Alt+5 take its k-th alternative name; the line above the status counts reviewed objects ("12 / 40 reviewed").
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .image_panel import ImagePanel
 from .jobs import Job, JobRunner
 from .labels_view import LabelsView
 from .model_panel import ModelPanel
+from .review import ReviewPanel
 from .stack_panel import StackPanel
 from .status import StatusPanel
 from .vocabulary_panel import DEMO_PRESET, VocabularyPanel
@@ -69,6 +74,10 @@ class OVSAMWidget(QWidget):
         self._labels = LabelsView(
             viewer=viewer, session=self.session, status=self._status_panel, image=image,
             store_dir=lambda: self._stack.labels_dir(), undo=self.undo, is_open=is_open,
+        )  # fmt: skip
+        self._review = ReviewPanel(
+            viewer=viewer, session=self.session, status=self._status_panel, labels=self._labels,
+            slice_in_view=slice_in_view,
         )  # fmt: skip
         self._annotate = AnnotatePanel(
             viewer=viewer, **common, image=image, slice_in_view=slice_in_view, embeddings=self._embeddings,
@@ -112,13 +121,14 @@ class OVSAMWidget(QWidget):
         ):
             self._tabs.addTab(panel, title)
         layout.addWidget(self._tabs, stretch=1)
+        layout.addWidget(self._review)
         layout.addWidget(self._status_panel)
 
     def _key_actions(self) -> dict[str, Callable[[], Any]]:
         return {
             "S": lambda: self._annotate.segment_asked(), "C": lambda: self.commit(),
             "Shift-C": lambda: self.clear_prompts(), "Control-Z": lambda: self.undo(),
-            "T": lambda: self.toggle_points(),
+            "T": lambda: self.toggle_points(), **self._review.key_actions(),
         }  # fmt: skip
 
     def _connect(self) -> None:
