@@ -171,9 +171,9 @@ def locate(target: Any, label_id: int, slice_in_view: SliceIndex | None = None) 
     labels = target.labels
     in_memory = isinstance(labels, np.ndarray)
     view = tuple(int(i) for i in slice_in_view) if slice_in_view is not None else None
-    anchored = target.slices_of(label_id)
+    anchored: list[SliceIndex] = target.slices_of(label_id)
     if anchored:
-        chosen = view if view in anchored else anchored[0]
+        chosen: SliceIndex = view if view is not None and view in anchored else anchored[0]
         if not in_memory:
             row, col = target.anchors[(label_id, chosen)]
             return Place(chosen, float(row), float(col))
