@@ -154,11 +154,13 @@ class ReviewQueue:
 @dataclass(frozen=True)
 class Place:
     """Where to show an object: its slice (``()`` in 2D) and a (row, col) pixel of the labels array (the
-    centroid of its pixels on that slice, or the anchor of its name when the pixels are not read)."""
+    centroid of its pixels on that slice, or the anchor of its name when the pixels are not read); ``box``:
+    its (row0, row1, col0, col1) pixels on that slice (half-open), None when they were not read."""
 
     slice_index: SliceIndex
     row: float
     col: float
+    box: tuple[int, int, int, int] | None = None
 
 
 def locate(target: Any, label_id: int, slice_in_view: SliceIndex | None = None) -> Place | None:
@@ -195,7 +197,8 @@ def _centroid(labels: Any, label_id: int, slice_index: SliceIndex) -> Place | No
     if not len(pixels):
         return None
     row, col = pixels.mean(axis=0)
-    return Place(tuple(slice_index), float(row), float(col))
+    (r0, c0), (r1, c1) = pixels.min(axis=0), pixels.max(axis=0) + 1
+    return Place(tuple(slice_index), float(row), float(col), (int(r0), int(r1), int(c0), int(c1)))
 
 
 def _float(value: Any) -> float:

@@ -123,6 +123,7 @@ def test_locate_2d_gives_the_centroid():
     labels[10:20, 30:36] = 3
     place = locate(_painted_target(labels), 3, ())
     assert place.slice_index == () and (place.row, place.col) == pytest.approx((14.5, 32.5))
+    assert place.box == (10, 20, 30, 36)  # half-open (row0, row1, col0, col1)
     assert locate(_painted_target(labels), 4, ()) is None
 
 
@@ -164,3 +165,4 @@ def test_locate_reads_only_the_slice_in_view_of_lazy_labels():
     target.anchors[(1, (2,))] = (6.0, 7.0)
     place = locate(target, 1, (0,))
     assert (place.slice_index, place.row, place.col) == ((2,), 6.0, 7.0) and lazy.reads == [(0,)]
+    assert place.box is None  # its pixels were not read

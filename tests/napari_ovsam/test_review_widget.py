@@ -13,6 +13,7 @@ from napari.utils.shortcuts import default_shortcuts
 
 from napari_ovsam import _layers
 from napari_ovsam._qt.objects_table import CLASS, ID, MARGIN
+from napari_ovsam._qt.review import REVIEW_LAYER
 from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam.results import ObjectResults
 
@@ -90,6 +91,10 @@ def test_table_sorts_by_uncertainty_and_keys_walk_accept_and_rename(viewer, widg
     assert table.sort_order == "uncertainty" and table.selected_label() == ids[1] == labels.selected_label
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], world_centroid(labels, ids[1]), atol=1e-6)
     assert "0 / 3 reviewed" in widget.status and f"Object {ids[1]}" in widget.status
+    frame = viewer.layers[REVIEW_LAYER]  # a frame around the object: rows 40..59, cols 10..19, 2 px off
+    [corners] = frame.data
+    np.testing.assert_allclose([corners.min(axis=0), corners.max(axis=0)], [[37.5, 7.5], [61.5, 21.5]])
+    assert viewer.layers.selection.active is not frame and tuple(frame.scale) == tuple(labels.scale)
 
     press(viewer, "K")  # accept: reviewed, name kept, on to the next
     row = widget.session.target.row(ids[1])
@@ -118,7 +123,7 @@ def test_table_sorts_by_uncertainty_and_keys_walk_accept_and_rename(viewer, widg
     press(viewer, "Alt-5")  # it has three alternatives only
     assert "no alternative 5" in widget.status and not widget.session.target.row(ids[0])["reviewed"]
     press(viewer, "K")
-    assert "Every object is reviewed (3 / 3 reviewed)" in widget.status
+    assert "Every object is reviewed (3 / 3 reviewed)" in widget.status and len(frame.data) == 0
     press(viewer, "Shift-N")
     assert "Every object is reviewed" in widget.status
 
@@ -132,6 +137,8 @@ def test_keys_follow_the_stack_and_start_from_a_picked_row(viewer, widget, qtbot
     [middle] = commit(widget, (2,), [(20, 24, 20, 40)], [(0.6, 0.3, 0.0)])
     press(viewer, "N")
     assert viewer.dims.current_step[0] == 4 and labels.selected_label == unsure
+    [corners] = viewer.layers[REVIEW_LAYER].data  # the frame is on the object's slice
+    assert set(corners[:, 0]) == {4}
     np.testing.assert_allclose(
         viewer.scene.camera.center[-2:], world_centroid(labels, unsure, (4,)), atol=1e-6
     )

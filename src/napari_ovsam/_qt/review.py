@@ -6,7 +6,8 @@ Labels, Points, Shapes or Image layers):
 - **N** / **Shift+N**: the next / previous unreviewed object in the uncertainty order
   (:mod:`napari_ovsam.review`), wrapping around. The objects table switches to that order and selects the
   object, the labels layer's ``selected_label`` becomes its id, the slice follows in stacks (the slice in view
-  if the object is there, else its first slice) and the camera centres on it (its centroid on that slice);
+  if the object is there, else its first slice), the camera centres on it (its centroid on that slice) and a
+  yellow frame around it in the "ovsam review" shapes layer shows which object it is;
 - **K** (keep): accept the selected object's name (``session.mark_reviewed``), then go to the next one;
 - **Alt+1** … **Alt+5**: rename the selected object to its k-th alternative (1 is the model's best guess),
   through the objects table's alternative picking (``session.rename``, which marks it reviewed), then go to
@@ -23,13 +24,18 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from .. import _layers
 from ..features import ensure_features
 from ..results import SliceIndex
-from ..review import ALTERNATIVE_KEYS, ReviewQueue, alternative, locate, margin_of, review_summary
+from ..review import ALTERNATIVE_KEYS, Place, ReviewQueue, alternative, locate, margin_of, review_summary
 from ..session import AnnotationSession, SessionBusy
 from .labels_view import LabelsView
 from .status import StatusPanel
 
+REVIEW_LAYER = "ovsam review"  # the frame around the object under review
+FRAME_MARGIN = 2  # pixels between an object and its frame
+FRAME_WIDTH = 1.5  # pixels
+FRAME_SIDE = 16  # pixels: the side of the frame when the object's extent is not read (lazy labels)
 KEYS_HELP = (
     "<b>Review</b> (most uncertain first): <b>N</b> / <b>Shift+N</b> next / previous · <b>K</b> accept · "
     "<b>Alt+1</b>…<b>5</b> take alternative k"
@@ -139,14 +145,15 @@ class ReviewPanel(QWidget):
         label_id = step(features, self._labels.selected_label())
         prefix = f"{done} · " if done else ""
         if label_id is None:
+            self._frame(None)
             what = "No objects to review yet" if features.empty else "Every object is reviewed"
             self._status.set_status(f"{prefix}{what} ({review_summary(features)}).")
             return None
         self._show(target, label_id)
         row = self._row(label_id)
         self._status.set_status(
-            f"{prefix}Object {label_id}: '{row['class_name']}', score {float(row['score']):.2f}, margin "
-            f"{margin_of(row):.2f} · {review_summary(features)} · K accept, Alt+1…{ALTERNATIVE_KEYS} alternative"
+            f"{prefix}Object {label_id}: '{row['class_name']}' (score {float(row['score']):.2f}, margin "
+            f"{margin_of(row):.2f}) · {review_summary(features)}"
         )
         return label_id
 
@@ -157,6 +164,7 @@ class ReviewPanel(QWidget):
         table.select_label(label_id, notify=False)  # no table pick: it would jump to the first slice first
         layer.selected_label = label_id
         place = locate(target, label_id, self._slice_in_view())
+        self._frame(place)
         if place is None:
             return
         world = np.asarray(layer.data_to_world((*place.slice_index, place.row, place.col)), float)
@@ -168,6 +176,39 @@ class ReviewPanel(QWidget):
         point = np.asarray(dims.point, float)
         point[offset:] = world
         self._viewer.scene.camera.center = tuple(float(point[axis]) for axis in dims.displayed)
+
+    def _frame(self, place: Place | None) -> None:
+        """Frame the object under review (on its slice) in the "ovsam review" layer; None: no frame."""
+        labels = self._labels.layer
+        frame = _layers.find(self._viewer, REVIEW_LAYER)
+        if frame is not None and (labels is None or frame.ndim != labels.ndim):
+            self._viewer.layers.remove(frame)  # made for another image
+            frame = None
+        if place is None or labels is None:
+            if frame is not None:
+                frame.data = []
+            return
+        if frame is None:
+            with _layers.keep_selection(self._viewer):
+                frame = self._viewer.add_shapes(
+                    name=REVIEW_LAYER, ndim=labels.ndim, scale=labels.scale, translate=labels.translate,
+                    edge_color="yellow", face_color="transparent", edge_width=FRAME_WIDTH, opacity=0.9,
+                )  # fmt: skip
+        frame.scale = labels.scale  # the labels' geometry, also after an image switch
+        frame.translate = labels.translate
+        half = FRAME_SIDE / 2
+        around = (place.row - half, place.row + half, place.col - half, place.col + half)
+        r0, r1, c0, c1 = place.box if place.box is not None else around
+        # Pixel i covers [i - 0.5, i + 0.5) in napari's data coordinates.
+        low = (r0 - 0.5 - FRAME_MARGIN, c0 - 0.5 - FRAME_MARGIN)
+        high = (r1 - 0.5 + FRAME_MARGIN, c1 - 0.5 + FRAME_MARGIN)
+        lead = list(place.slice_index)
+        corners = [[*lead, low[0], low[1]], [*lead, low[0], high[1]], [*lead, high[0], high[1]],
+                   [*lead, high[0], low[1]]]  # fmt: skip
+        frame.data = []
+        frame.add_rectangles(
+            np.asarray(corners, float), edge_width=FRAME_WIDTH, edge_color="yellow", face_color="transparent"
+        )
 
     # ------------------------------------------------------------------------------------------ helpers
 
