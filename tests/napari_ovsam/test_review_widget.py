@@ -163,3 +163,5 @@ def test_keys_say_what_is_missing(viewer, widget):
     assert "Select an object first" in widget.status
     press(viewer, "N")
     assert "No objects to review yet (0 / 0 reviewed)" in widget.status
+    viewer.window.remove_dock_widget(widget)  # the dock's close button: the review keys go with the widget
+    assert not [key for key in REVIEW_KEYS if coerce_keybinding(key) in viewer.keymap]
