@@ -152,7 +152,9 @@ class Prediction:
     are in the padded input frame of the view each object was decoded on, and tiles gives that view: (N,) int64 grid
     tile index, -1 for a view made for the prompt (see ``ovsam_model.tiling.route``). Untiled: tiles is None.
     background: float32 (N,) probability of the background class (not an object: the model's objectness, where
-    it was trained for it); None from baselines, which have no background class.
+    it was trained for it); None from baselines, which have no background class. unknown: bool (N,), with
+    examples only (else None): the object fits no example and no class without examples is likely.
+    class_ids index ``predictor.class_names`` (the vocabulary's names, then classes with examples only).
     """
 
     masks: np.ndarray | CompactMasks
@@ -166,6 +168,7 @@ class Prediction:
     low_res_logits: np.ndarray
     tiles: np.ndarray | None = None
     background: np.ndarray | None = None
+    unknown: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.class_ids)

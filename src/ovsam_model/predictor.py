@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .cuda_graphs import CUDA_GRAPH_MAX_PROMPTS, DecodingGraphs
 from .device import release_freed_memory
 from .embedding_state import check_image_state, check_tile_state, feature_state, features_from_state
+from .exemplars.mixin import ExamplesMixin
 from .image import to_model_rgb
 from .modeling.ovsam import OVSAM, ImageFeatures
 from .postprocess import keep_prompted_components
@@ -52,7 +53,7 @@ DEFAULT_CHUNK_SIZE = {"cpu": 4, "cuda": 64}
 _EMPTY_MASK_HALF_BOX = 16.0
 
 
-class OVSAMPredictor:
+class OVSAMPredictor(ExamplesMixin):
     """Segment-and-name predictor in the spirit of ``segment_anything.SamPredictor``.
 
     chunk_size: prompts decoded at once (default: 4 on the CPU, 64 on CUDA). clean_masks (default True): a
@@ -67,6 +68,10 @@ class OVSAMPredictor:
     predictions carry ``CompactMasks`` (see ``Prediction``). tile_cache_bytes: memory kept for encoded tiles
     (least recently used dropped). ``on_tile_encode(index, window)`` (attribute, default None) is called
     before each tile is encoded, and ``encoding_tile`` says which one is, e.g. for a status line.
+
+    Examples (``learn_examples``, ``add_examples``, ``load_examples``; see ``ovsam_model.exemplars``): once
+    there are any, objects are named from the text and the examples fused, over ``class_names`` (the
+    vocabulary's, then classes with examples only), and ``Prediction.unknown`` flags objects that fit nothing.
     """
 
     def __init__(
@@ -139,6 +144,7 @@ class OVSAMPredictor:
             self.reset_image()
             self.tiles = TileCache(tiled, self._encode, self.tile_cache_bytes, self._notify_tile)
             self.original_size = size
+            self._pixels = image
             return
         check_whole_size(size)
         image = np.asarray(image)
@@ -147,6 +153,7 @@ class OVSAMPredictor:
         self.features = self._encode(tensor)
         self.original_size = (int(image.shape[0]), int(image.shape[1]))
         self.input_size = (int(tensor.shape[1]), int(tensor.shape[2]))
+        self._pixels = image
 
     @torch.no_grad()
     def _encode(self, tensor: torch.Tensor) -> ImageFeatures:
@@ -162,7 +169,7 @@ class OVSAMPredictor:
 
     def reset_image(self) -> None:
         self._forget_graphs()
-        self.features = self.tiles = None
+        self.features = self.tiles = self._pixels = None
         self.original_size = self.input_size = None
 
     @property
@@ -234,13 +241,21 @@ class OVSAMPredictor:
         state["input_size"] = self.input_size
         return state
 
-    def set_image_embedding(self, state: dict[str, Any]) -> None:
-        """Restore a state from ``get_image_embedding`` (e.g. from a cache), checking it fits this model."""
+    def set_image_embedding(self, state: dict[str, Any], *, image: np.ndarray | None = None) -> None:
+        """Restore a state from ``get_image_embedding`` (e.g. from a cache), checking it fits this model.
+
+        image: the image's pixels, which naming with examples measures objects on (optional otherwise)."""
         original_size, input_size = check_image_state(state, self.model.config, self.input_size_for)
+        if image is not None and tuple(np.shape(image)[:2]) != tuple(original_size):
+            raise ValueError(
+                f"The image of shape {np.shape(image)} is not the one of this embedding "
+                f"({original_size[1]}x{original_size[0]} pixels): give the image it was computed from."
+            )
         features = features_from_state(state, self.model.config, self.device)
         self.reset_image()
         self.features = features
         self.original_size, self.input_size = original_size, input_size
+        self._pixels = image
 
     # -------------------------------------------------------------- vocabulary
     def set_vocabulary(
@@ -299,17 +314,22 @@ class OVSAMPredictor:
         encoded whole; for a tiled image, each prompt is decoded and named on its tile (``tiling.route``) and
         the masks are ``CompactMasks`` (cropped to their boxes, ``.paint(labels, ids)`` for label images).
         """
+        top_k = check_top_k(top_k)
+        if self.tiles is None:
+            self._require_image()
+        names = self._require_vocabulary().names
+        text_top_k = len(names) if self._naming is not None else top_k  # fusion needs every class
         if self.tiles is not None:  # each prompt on its tile, masks cropped to their boxes
-            names = self._require_vocabulary().names
             assert self.original_size is not None
             prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
-            return predict_tiled(self, self.tiles, prompts, names, multimask_output, check_top_k(top_k))
-        features = self._require_image()
-        names = self._require_vocabulary().names
-        assert self.original_size is not None and self.input_size is not None
-        prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
-        sizes = (self.original_size, self.input_size)
-        return predict_whole(self, features, prompts, sizes, names, multimask_output, check_top_k(top_k))
+            result = predict_tiled(self, self.tiles, prompts, names, multimask_output, text_top_k)
+        else:
+            features = self._require_image()
+            assert self.original_size is not None and self.input_size is not None
+            prompts = normalize_prompts(points, point_labels, boxes, self.original_size)
+            sizes = (self.original_size, self.input_size)
+            result = predict_whole(self, features, prompts, sizes, names, multimask_output, text_top_k)
+        return result if self._naming is None else self._name_with_examples(result, top_k)
 
     @torch.no_grad()
     def predict_torch(
