@@ -3,7 +3,9 @@
 Each writer has npe2's single-layer signature ``(path, data, attributes) -> list[str]``: ``data`` is the
 Labels layer's array (a multiscale list is written at full resolution) and ``attributes`` the layer state, of
 which ``features`` (the per-label table, see :mod:`napari_ovsam.features`), ``metadata['ovsam']``
-(``vocabulary`` entries and ``image_name``) and ``name`` are read.
+(``vocabulary`` entries, ``image_name`` and ``examples``) and ``name`` are read. The COCO writers also write the
+layer's examples (what it taught the model, see :mod:`napari_ovsam.examples`) next to the JSON file, as
+``<name>.examples.safetensors``, and name that file in the JSON's ``ovsam`` section.
 
 Writes are atomic: the file (or zarr directory) is written under a temporary name in the destination folder
 and renamed over the destination at the end, so an interrupted save never leaves a half-written file. Stacks
@@ -16,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import numpy as np
 from ovsam_model.atomic import unique_temporary
 
 from .coco_io import category_names, features_to_json, labels_to_coco
+from .examples import layer_examples, write_side_file
 from .features import ensure_features
 
 MAX_TILE = 4096  # zarr chunks cover a whole slice up to this many pixels per side
@@ -67,10 +71,25 @@ def _write_coco(path: str, data: Any, attributes: dict, *, polygons: bool) -> li
         )
     except ValueError as err:
         raise ValueError(f"Cannot save {_layer_name(attributes)} as COCO JSON: {err}") from None
+    examples = _write_examples(target, attributes)
+    if examples is not None:
+        coco["ovsam"]["examples"] = examples
     with _atomic_file(target) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(coco, handle)
     return [target]
+
+
+def _write_examples(target: str, attributes: dict) -> dict[str, Any] | None:
+    """The layer's examples (``metadata['ovsam']['examples']``, see :mod:`napari_ovsam.examples`) written
+    next to the COCO file as ``<name>.examples.safetensors``; the entry naming them in the COCO file's
+    ``ovsam`` section, or None when the layer has none."""
+    book, problem = layer_examples(attributes.get("metadata"))
+    if problem:  # the labels are saved all the same; what could not be read is not rewritten
+        warnings.warn(f"{_layer_name(attributes)}: {problem}", stacklevel=3)
+    if book is None:
+        return None
+    return write_side_file(book, ensure_features(attributes.get("features")), target)
 
 
 def write_label_tiff(path: str, data: Any, attributes: dict) -> list[str]:

@@ -43,7 +43,8 @@ def coco_to_labels(
         labels: numpy (H, W) or (..., H, W) integer array.
         features: table as in :mod:`napari_ovsam.features` (``index`` = ``label_id``).
         metadata: ``vocabulary`` (entries), ``image_name``, ``categories``, ``images``, ``source`` ("ovsam" or
-            "coco").
+            "coco"), and ``examples`` where the file names its examples file (``<name>.examples.safetensors``
+            beside it; :func:`napari_ovsam.examples.layer_examples` reads it).
 
     Raises:
         ValueError: any malformed entry (see :func:`check_coco`), no images, or images of different sizes
@@ -86,6 +87,7 @@ def _metadata(coco: dict[str, Any], images: list[dict]) -> dict[str, Any]:
         "categories": list(coco.get("categories", [])),
         "images": images,
         "source": "ovsam" if ovsam else "coco",
+        **({"examples": ovsam["examples"]} if "examples" in ovsam else {}),  # read by napari_ovsam.examples
     }
 
 

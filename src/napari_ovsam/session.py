@@ -37,6 +37,7 @@ from ovsam_model.text import encode_vocabulary
 from ovsam_model.vocabulary import as_vocabulary
 
 from .cache import CacheKey, EmbeddingCache, make_key, model_fingerprint
+from .examples import Teaching, learn_commit, learn_object, predictor_examples, supports_examples
 from .naming import UNKNOWN_CLASS, name_for
 from .painting import PaintMode
 from .prompts import GroupRule, ObjectPrompt, batch_prompts, collect_prompts
@@ -124,6 +125,7 @@ class AnnotationSession:
         self._restored: CacheKey | None = None
         self._cache_lock = threading.Lock()
         self._labels_lock = threading.Lock()
+        self.teaching = Teaching()  # learn from my labels, the class for the next commits (examples.py)
         if predictor is not None:
             self.set_predictor(predictor)
 
@@ -134,6 +136,7 @@ class AnnotationSession:
         self.predictor = predictor
         self.fingerprint = fingerprint or model_fingerprint(predictor.model)
         self._forget_embeddings()
+        self.sync_examples()
 
     def _forget_embeddings(self) -> None:
         """The model, image or contrast changed: what was known of the slices' embeddings is gone."""
@@ -177,6 +180,7 @@ class AnnotationSession:
         Objects already committed keep their names.
         """
         self._require_predictor().set_vocabulary(as_vocabulary(vocabulary), text_embeddings=text_embeddings)
+        self.teaching.changed()  # the classes objects are named from changed
 
     # ------------------------------------------------------------------------------------------ image
 
@@ -329,6 +333,10 @@ class AnnotationSession:
                 self._tiled.popitem(last=False)
         return tiled
 
+    def tiled_slice(self, slice_index: SliceIndex) -> TiledSlice | None:
+        """The open tiled slice (its predictor holds the tiles decoded last), or None."""
+        return self._tiled.get(tuple(slice_index))
+
     def iter_tiles(
         self, slice_index: SliceIndex, objects: Sequence[ObjectPrompt]
     ) -> Generator[tuple[int, int, str], None, int]:
@@ -350,7 +358,10 @@ class AnnotationSession:
             state = None if key is None else self.cache.get(key)
         if state is None:
             raise RuntimeError(f"The embedding of slice {slice_index} is not computed yet.")
-        predictor.set_image_embedding(state)
+        if supports_examples(predictor):  # naming from examples measures objects on the pixels
+            predictor.set_image_embedding(state, image=self.read_slice(tuple(slice_index)))
+        else:
+            predictor.set_image_embedding(state)
         if predictor is self.predictor:
             self._restored = key
         return predictor
@@ -496,6 +507,8 @@ class AnnotationSession:
         self._targets = kept
         if self.target is not None and self.target.labels is labels:
             self.target = None
+        if found:
+            self.sync_examples()
         return found
 
     def propagation_start(
@@ -517,29 +530,62 @@ class AnnotationSession:
         return self.target
 
     def commit(self, results: ObjectResults, mode: PaintMode = "keep") -> CommitGroup | None:
-        """Paint objects into the labels as one undoable step (see ``LabelsTarget.commit``)."""
+        """Paint objects into the labels as one undoable step (see ``LabelsTarget.commit``), named
+        ``teaching.commit_class`` if one is chosen; they become examples (see :mod:`napari_ovsam.examples`)."""
         with self._write_lock():
-            return self._require_target().commit(results, mode)
+            target = self._require_target()
+            group = target.commit(self.teaching.named(results), mode)
+            learn_commit(self, target, group)
+        self.sync_examples()
+        return group
 
     def commit_all(self, results: Sequence[ObjectResults], mode: PaintMode = "keep") -> CommitGroup | None:
         """Paint the objects of several slices as one undoable step (see ``proposals.commit_slices``)."""
         with self._write_lock():
-            return commit_slices(self._require_target(), results, mode)
+            target = self._require_target()
+            group = commit_slices(target, results, mode)
+            learn_commit(self, target, group)
+        self.sync_examples()
+        return group
 
     def undo(self) -> CommitGroup | None:
         """Undo the last commit or propagation: labels, features and name anchors; None if there is none."""
         with self._write_lock():
-            return self._require_target().undo()
+            group = self._require_target().undo()
+        self.sync_examples()
+        return group
 
     def rename(self, label_id: int, class_name: str) -> None:
-        """Rename an object by hand (marks it reviewed)."""
+        """Rename an object by hand (marks it reviewed); it becomes an example of its new class."""
         with self._write_lock():
-            self._require_target().rename(label_id, class_name)
+            target = self._require_target()
+            target.rename(label_id, class_name)
+            learn_object(self, target, label_id)
+        self.sync_examples()
 
     def mark_reviewed(self, label_id: int, reviewed: bool = True) -> None:
         """Mark an object reviewed (its name accepted as it is); like :meth:`rename`, not an undo step."""
         with self._write_lock():
-            self._require_target().mark_reviewed(label_id, reviewed)
+            target = self._require_target()
+            target.mark_reviewed(label_id, reviewed)
+            if reviewed:
+                learn_object(self, target, label_id)
+        self.sync_examples()
+
+    @property
+    def targets(self) -> list[LabelsTarget]:
+        """Every attached labels array's target (the images annotated so far)."""
+        return list(self._targets)
+
+    def sync_examples(self) -> None:
+        """Give the predictor (and the tiled slices' copies) the examples of every attached labels array for
+        its model, so the next objects are named from what the user taught; listeners are told."""
+        if self.predictor is not None and hasattr(self.predictor, "set_examples"):
+            examples = predictor_examples(self.predictor, self._targets)
+            self.predictor.set_examples(examples)
+            for tiled in self._tiled.values():
+                tiled.predictor.set_examples(examples)
+        self.teaching.changed()
 
     def _write_lock(self) -> _NonBlockingLock:
         return _NonBlockingLock(self._labels_lock)

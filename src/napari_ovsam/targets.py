@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .examples import LabelExamples, ObjectKey, unlearn
 from .features import add_feature_rows, ensure_features, max_feature_id, remove_feature_rows
 from .naming import UNKNOWN_CLASS
 from .painting import (
@@ -38,7 +39,8 @@ class CommitGroup:
 
     ``new_rows`` are the features rows it wrote; undo restores the pixels of ``records`` (last first), removes
     the rows of ``added_ids``, puts back ``replaced_rows`` (rows it changed, as they were) and swaps the
-    anchors back.
+    anchors back, and takes back the example features and example ids it added (``example_keys``,
+    ``learnt_ids``; see :mod:`napari_ovsam.examples`).
     """
 
     records: list[CommitRecord]
@@ -49,6 +51,8 @@ class CommitGroup:
     anchors_removed: Anchors = field(default_factory=dict)
     description: str = ""
     one_slice: bool = False  # a commit of cropped masks: every record is on the first record's slice
+    example_keys: list[ObjectKey] = field(default_factory=list)
+    learnt_ids: tuple[int, ...] = ()
 
     @property
     def label_ids(self) -> tuple[int, ...]:
@@ -79,6 +83,7 @@ class LabelsTarget:
         self.history: list[CommitGroup] = []
         self.max_history_bytes = max_history_bytes
         self.anchors: Anchors = {}
+        self.examples = LabelExamples()  # the objects' features, which are examples (napari_ovsam.examples)
         self._max_id = 0  # the largest id seen in the labels, painted by hand, or handed out
         self._scanned = False  # whether a lazy array was read once for its largest id
 
@@ -193,6 +198,7 @@ class LabelsTarget:
             remove_feature_rows(self.features, group.added_ids), group.replaced_rows
         )
         self._swap_anchors(add=group.anchors_removed, remove=group.anchors_added)
+        unlearn(self.examples, group)
         return group
 
     def rename(self, label_id: int, class_name: str) -> None:
