@@ -40,6 +40,7 @@ from .model_panel import ModelPanel
 from .review import ReviewPanel
 from .stack_panel import StackPanel
 from .status import StatusPanel
+from .teach_panel import TeachPanel
 from .vocabulary_panel import DEMO_PRESET, VocabularyPanel
 
 
@@ -97,6 +98,9 @@ class OVSAMWidget(QWidget):
             **common, slice_in_view=slice_in_view, use_contrast=self._image_panel.set_use_contrast,
             embeddings=self._embeddings, labels=self._labels,
         )  # fmt: skip
+        self._teach = TeachPanel(
+            session=self.session, status=self._status_panel, labels_layer=lambda: self._labels.layer
+        )
         self._model_panel = ModelPanel(
             **common, vocabulary=self._vocabulary.parse, on_loaded=self._on_model_loaded,
             on_demo_chosen=lambda: self._vocabulary.use_preset(DEMO_PRESET),
@@ -118,6 +122,7 @@ class OVSAMWidget(QWidget):
             (self._automatic, "Everything"),
             (self._vocabulary, "Vocabulary"),
             (self._stack, "Stack"),
+            (self._teach, "Teach"),
         ):
             self._tabs.addTab(panel, title)
         layout.addWidget(self._tabs, stretch=1)
@@ -229,6 +234,7 @@ class OVSAMWidget(QWidget):
         self._automatic.discard()  # proposals of another image
         self._annotate.on_image(layer)
         self._labels.ensure()
+        self._teach.on_image()
         self._stack.on_image()
         self._embeddings.embed_current()
 
