@@ -79,8 +79,12 @@ class LabelExamples:
         for key, row in zip(keys, np.asarray(values, np.float32)):
             self.vectors[key] = Vector(row, model, layout)
 
-    def has_vector(self, label_id: int) -> bool:
-        return any(key[0] == int(label_id) for key in self.vectors)
+    def has_vector(self, label_id: int, model: str, layout: str) -> bool:
+        """Whether the object has features of ``model`` (and ``layout``) on some slice."""
+        return any(
+            key[0] == int(label_id) and (v.model, v.layout) == (model, layout)
+            for key, v in self.vectors.items()
+        )
 
     def example_set(self, table: pd.DataFrame, model: str, layout: str) -> ExampleSet:
         """The examples of ``model`` and ``layout``: the learnt objects' vectors under their current class
@@ -324,10 +328,12 @@ def learn_object(session: Any, target: Any, label_id: int) -> None:
     book: LabelExamples = target.examples
     book.learnt.add(int(label_id))
     predictor = session.predictor
-    if book.has_vector(label_id) or not supports_examples(predictor) or session.tiled:
+    if not supports_examples(predictor) or session.tiled:
+        return
+    model, layout = predictor.examples.model, predictor.examples.layout
+    if book.has_vector(label_id, model, layout):
         return
     slices = target.slices_of(label_id) or ([()] if not session.leading_shape else [])
-    model, layout = predictor.examples.model, predictor.examples.layout
     for slice_index in slices:
         if not session.embedding_ready(slice_index):
             continue

@@ -15,6 +15,7 @@ from napari_ovsam.coco_layers import coco_layer_data
 from napari_ovsam.examples import (
     LabelExamples,
     class_counts,
+    foreign_count,
     forget_class,
     layer_examples,
     load_examples,
@@ -289,3 +290,32 @@ def test_demo_model_names_a_class_it_was_taught_by_renames_only():
     assert session.predictor.examples.counts()["dumbbell"] == 8
     named = [n for t, n in zip(truth, results.class_names) if t == "dumbbell"]
     assert len(named) == 4 and named.count("dumbbell") >= 3, named
+
+
+def test_examples_of_another_model_are_kept_unused_and_come_back_with_it(tiny_session):
+    session = tiny_session
+    commit_boxes(session, *CENTRES[:2])
+    first = session.predictor
+    torch.manual_seed(3)
+    session.set_predictor(OVSAMPredictor(build_ovsam("tiny", device="cpu")))
+    session.set_vocabulary(list(DEMO_CLASSES))
+    assert len(session.predictor.examples) == 0 and foreign_count(session) == 2
+    assert sum(c for _, c, _ in class_counts(session)) == 0
+    session.ensure_embedding(())
+    session.mark_reviewed(1)  # reviewed under this model: its features are computed for it
+    assert len(session.predictor.examples) == 1
+    session.set_predictor(first)
+    assert len(session.predictor.examples) == 1 and foreign_count(session) == 1  # 1's are the new model's now
+
+
+def test_stack_examples_are_kept_per_slice(tiny_model):
+    stack = np.stack([blobs(value_step=z * 10) for z in range(3)])
+    session = AnnotationSession(OVSAMPredictor(tiny_model))
+    session.set_vocabulary(list(DEMO_CLASSES))
+    session.set_image(stack)
+    session.attach_labels(np.zeros(session.labels_shape, np.uint32))
+    session.ensure_embedding((2,))
+    rects = [np.array([[2, *p] for p in r]) for r in boxes_on(CENTRES[0])]
+    group = session.commit(session.segment(np.zeros((0, 3)), np.zeros(0, bool), rects, ["rectangle"], (2,)))
+    assert group.example_keys == [(1, (2,))] and set(session.target.examples.vectors) == {(1, (2,))}
+    assert len(session.predictor.examples) == 1
