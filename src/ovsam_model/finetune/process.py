@@ -18,6 +18,7 @@ import multiprocessing
 import queue as queue_module
 import shutil
 import tempfile
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,14 @@ def run_in_process(
     output_dir: Path | str,
     *,
     poll_seconds: float = 0.1,
+    heartbeat_seconds: float = 0.5,
     cancel_wait: float = 30.0,
 ) -> Generator[Event, None, FinetuneResult]:
     """Fine-tune a copy of ``model`` on ``data`` in another process (see the module docstring).
 
-    Yields event dicts; returns the ``FinetuneResult`` (its checkpoint is in ``output_dir``).
+    Yields event dicts, and ``{"event": "waiting"}`` after ``heartbeat_seconds`` without one (so that a
+    consumer that cancels at its next item, such as a napari worker, never waits long); returns the
+    ``FinetuneResult`` (its checkpoint is in ``output_dir``).
 
     Raises:
         ValueError: bad options or output folder (from the process: the message is its message).
@@ -104,8 +108,15 @@ def run_in_process(
             target=_child, args=(data, source, options, output_dir, work_dir, events, stop), daemon=True
         )
         process.start()
+        quiet_since = time.perf_counter()
         while True:
-            for event in _drain(events, poll_seconds):
+            arrived = _drain(events, poll_seconds)
+            if arrived:
+                quiet_since = time.perf_counter()
+            elif time.perf_counter() - quiet_since >= heartbeat_seconds:
+                quiet_since = time.perf_counter()
+                yield {"event": "waiting"}
+            for event in arrived:
                 if event["event"] in ("done", "cancelled", "error"):
                     ended = True
                     if event["event"] == "done":
