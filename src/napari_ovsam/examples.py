@@ -58,8 +58,10 @@ def supports_examples(predictor: Any) -> bool:
 
 
 def example_class(name: Any) -> str | None:
-    """An object's class as an example, or None when its name teaches nothing (empty, ``unknown``)."""
-    text = " ".join(str(name if isinstance(name, str) else "").split())
+    """An object's class as an example, or None when its name teaches nothing (empty, ``unknown``). A name
+    with synonyms after commas ("mitotic, dividing", the vocabulary's convention) teaches its first one."""
+    first = (name if isinstance(name, str) else "").split(",")[0]
+    text = " ".join(first.split())
     return None if not text or text.casefold() == UNKNOWN_CLASS else text
 
 

@@ -172,7 +172,8 @@ def test_commit_class_names_the_next_commits_and_marks_them_reviewed(tiny_sessio
 
 
 @pytest.mark.parametrize(
-    "name, message", [("", "empty"), ("  ", "empty"), ("Nucleus", "already"), ("unknown", "nothing fits")]
+    "name, message",
+    [("", "empty"), ("  ", "empty"), ("Nucleus", "already"), ("unknown", "nothing fits"), ("a, b", "comma")],
 )
 def test_adding_an_empty_or_duplicate_class_is_refused(tiny_session, name, message):
     with pytest.raises(ValueError, match=message):
@@ -319,3 +320,10 @@ def test_stack_examples_are_kept_per_slice(tiny_model):
     group = session.commit(session.segment(np.zeros((0, 3)), np.zeros(0, bool), rects, ["rectangle"], (2,)))
     assert group.example_keys == [(1, (2,))] and set(session.target.examples.vectors) == {(1, (2,))}
     assert len(session.predictor.examples) == 1
+
+
+def test_a_name_with_synonyms_teaches_its_first_one(tiny_session):
+    session = tiny_session
+    commit_boxes(session, CENTRES[0])
+    session.rename(1, "mitotic cell,  dividing cell")
+    assert list(session.predictor.examples.class_names) == ["mitotic cell"]

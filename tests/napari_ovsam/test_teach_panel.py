@@ -192,3 +192,17 @@ def test_examples_come_back_with_labels_reopened_from_coco(viewer, widget, ready
     assert widget._labels.layer.name == "cells"
     assert counts(panel) == before and widget.session.target.examples.learnt == {1, 2}
     assert list(widget.session.predictor.examples.class_names)[-1] == "mitotic"
+
+
+def test_examples_of_another_model_are_shown_kept_but_unused(viewer, widget, ready, qtbot):
+    panel = widget._teach
+    for box in BOXES[:2]:
+        commit_box(viewer, widget, qtbot, box)
+    widget._model_panel._model.setCurrentText("demo")  # the closed-vocabulary demo model
+    assert widget.load_model().lane == "model"
+    idle(qtbot, widget)
+    assert sum(c for c, _ in counts(panel).values()) == 0
+    assert "2 example(s) of another model are kept but not used" in panel._info.text()
+    panel.add_class("mitotic")  # teaching works with the demo model too
+    commit_box(viewer, widget, qtbot, [[143, 184], [182, 212]])  # a bright object of the sample
+    assert counts(panel)["mitotic"] == (1, "examples only")

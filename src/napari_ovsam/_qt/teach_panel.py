@@ -12,6 +12,7 @@ another model are refused (a file) or kept unused (a layer's), and the panel say
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -178,7 +179,8 @@ class TeachPanel(QWidget):
         if problem:
             self._refuse(problem)
         if book is not None and book is not target.examples and not len(target.examples):
-            target.examples = book
+            shared = any(t.examples is book for t in self._session.targets)  # a duplicated layer's
+            target.examples = copy.deepcopy(book) if shared else book
         self._session.sync_examples()  # refreshes
 
     def refresh(self) -> None:
