@@ -24,7 +24,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from .agreement import agreement
-from .instances import Instances, empty_instances, label_boxes
+from .instances import Instances, class_names_of, empty_instances, label_boxes
 from .painting import paint_instances
 from .views import Decoded, TiledView, WholeView
 
@@ -163,7 +163,7 @@ class AutomaticAnnotator:
             raise ValueError(
                 "No vocabulary: call predictor.set_vocabulary([...]) with the class names first."
             )
-        names = list(vocabulary.names)
+        names = class_names_of(predictor)
         allowed = class_indices(names, classes)
         size = predictor.original_size
         view = TiledView(predictor) if predictor.tiles is not None else WholeView(predictor)
@@ -172,7 +172,7 @@ class AutomaticAnnotator:
             return empty_instances(size, names, self.top_k)
         boxes = torch.from_numpy(np.concatenate(found.boxes)).float()
         iou = np.concatenate(found.iou)
-        probabilities = np.concatenate(found.probabilities)
+        probabilities = _widen(np.concatenate(found.probabilities), len(names))
         class_ids = probabilities[:, :-1].argmax(axis=1)
         scores = probabilities[np.arange(len(class_ids)), class_ids]
         agree = agreement(view.kind, found.masks, boxes.numpy()) if self.agreement else np.ones(len(iou))
@@ -302,6 +302,17 @@ def annotator_defaults() -> dict[str, Any]:
         for name, parameter in inspect.signature(AutomaticAnnotator).parameters.items()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     }
+
+
+def _widen(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """(n, K' + 1) text probabilities (background last) as (n, k + 1): classes with examples only get 0
+    until the refinement names the proposals from text and examples."""
+    if probabilities.shape[1] == k + 1:
+        return probabilities
+    out = np.zeros((len(probabilities), k + 1), np.float32)
+    out[:, : probabilities.shape[1] - 1] = probabilities[:, :-1]
+    out[:, -1] = probabilities[:, -1]
+    return out
 
 
 def class_indices(names: Sequence[str], classes: Sequence[str] | str | None) -> np.ndarray | None:

@@ -162,6 +162,13 @@ def empty_instances(image_size: tuple[int, int], names: Sequence[str], top_k: in
     )
 
 
+def class_names_of(predictor: Any) -> list[str]:
+    """The names a predictor names objects from: ``class_names`` (the vocabulary's, then classes with
+    examples only) where it has them, else its vocabulary's."""
+    names = getattr(predictor, "class_names", None)
+    return list(predictor.vocabulary.names if names is None else names)
+
+
 def label_boxes(labels: np.ndarray, n: int) -> np.ndarray:
     """float32 (n, 4) XYXY pixel bounds (end exclusive) of labels 1..n of a label image (zeros for a missing one)."""
     boxes = np.zeros((n, 4), np.float32)

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..prediction import CompactMasks
 from .annotator import Progress, _check_not_empty
-from .instances import Instances, empty_instances, label_boxes
+from .instances import Instances, class_names_of, empty_instances, label_boxes
 
 # Labels named per step.
 CHUNK_SIZE = 256
@@ -55,7 +56,7 @@ def name_labels(
         )
     if predictor.vocabulary is None:
         raise ValueError("No vocabulary: call predictor.set_vocabulary([...]) with the class names first.")
-    names = list(predictor.vocabulary.names)
+    names = class_names_of(predictor)
     ids, compact = _compact(labels)
     if len(ids) == 0:
         return empty_instances(labels.shape, names, top_k)
@@ -76,7 +77,12 @@ def name_labels(
                     out_labels, compact, ids[rows], np.arange(start, start + len(result)) + 1, result.masks
                 )
         else:
-            probabilities[rows] = _box_probabilities(predictor, boxes[rows])
+            text = _box_probabilities(predictor, boxes[rows])
+            if len(names) + 1 == text.shape[1] and not len(getattr(predictor, "examples", ())):
+                probabilities[rows] = text
+            else:  # named from text and examples, the examples measured on the labels' own masks
+                masks = _label_masks(compact, boxes[rows], np.arange(start, start + len(text)) + 1)
+                probabilities[rows] = predictor.fuse_examples(text, masks)[0]
         if progress is not None:
             progress(min(start + chunk_size, len(ids)), len(ids))
     foreground = probabilities[:, :-1]
@@ -148,6 +154,15 @@ def _box_probabilities(predictor: Any, boxes: np.ndarray) -> np.ndarray:
     head, clip = model.region_embeddings(predictor.features, rois)
     probabilities = model.classify(head, clip, predictor.text_embeddings, predictor.seen)
     return probabilities.float().cpu().numpy()
+
+
+def _label_masks(compact: np.ndarray, boxes: np.ndarray, positions: np.ndarray) -> CompactMasks:
+    """The masks of labels ``positions`` of the compact label image, cropped to their XYXY boxes."""
+    crops, offsets = [], []
+    for (x0, y0, x1, y1), position in zip(boxes.astype(np.int64), positions):
+        crops.append((compact[y0:y1, x0:x1] == position)[None])
+        offsets.append((y0, x0))
+    return CompactMasks(crops, np.array(offsets, np.int64).reshape(-1, 2), compact.shape, 1)
 
 
 def _refine(

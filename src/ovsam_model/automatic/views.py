@@ -17,6 +17,7 @@ from segment_anything.utils.amg import calculate_stability_score
 from torchvision.ops import masks_to_boxes
 
 from ..prompts import PromptSet
+from .instances import class_names_of
 
 # Mask logits offset of the stability score (SAM's default): the IoU of the masks thresholded at -1 and +1.
 STABILITY_OFFSET = 1.0
@@ -127,7 +128,7 @@ class TiledView:
 
     def decode(self, points: np.ndarray, multimask: bool) -> Decoded:
         predictor = self.predictor
-        k = len(predictor.vocabulary.names)
+        k = len(class_names_of(predictor))
         out = predictor.predict(
             points=points[:, None, :],
             point_labels=np.ones((len(points), 1), np.float32),

@@ -115,8 +115,9 @@ class SamClipBaseline:
         state["input_size"] = self.input_size
         return state
 
-    def set_image_embedding(self, state: dict[str, Any]) -> None:
-        """Restore a state from ``get_image_embedding`` of the same baseline."""
+    def set_image_embedding(self, state: dict[str, Any], *, image: np.ndarray | None = None) -> None:
+        """Restore a state from ``get_image_embedding`` of the same baseline (``image``: accepted as by
+        ``OVSAMPredictor``, which measures examples on it; baselines name from text alone)."""
         embedding = torch.as_tensor(np.asarray(state["embedding"]), dtype=torch.float32, device=self.device)
         grid = self.sam.prompt_encoder.image_embedding_size
         if embedding.shape != (self.sam.prompt_encoder.embed_dim, *grid):

@@ -24,9 +24,9 @@ _MIN_SCALE = 1e-3
 class ExemplarClassifier:
     """Fitted on examples' features (N, F) with class indices (N,) into ``n_classes`` classes.
 
-    embedding_width: the first ``embedding_width`` features are the region embedding(s), the rest the shape
-    features (``exemplars.features``); embedding_weight scales the embedding block after standardisation
-    (each block then weighs by its width x weight^2 in distances).
+    weights: (F,) scale of each feature after standardisation: how much each block of features (region
+    embedding, shape, text; see ``exemplars.learning``) weighs (a block weighs by its width x weight^2 in
+    distances, and a larger weight is a weaker regularisation of its coefficients).
     """
 
     def __init__(
@@ -35,8 +35,7 @@ class ExemplarClassifier:
         labels: np.ndarray,
         n_classes: int,
         *,
-        embedding_width: int,
-        embedding_weight: float = 0.5,
+        weights: np.ndarray | None = None,
         c: float = DEFAULT_C,
     ) -> None:
         features = np.asarray(features, np.float64)
@@ -46,8 +45,9 @@ class ExemplarClassifier:
         self.n_classes = int(n_classes)
         self.mean = features.mean(axis=0)
         self.scale = np.maximum(features.std(axis=0), _MIN_SCALE)
-        self.weights = np.ones(features.shape[1])
-        self.weights[:embedding_width] = embedding_weight
+        self.weights = np.ones(features.shape[1]) if weights is None else np.asarray(weights, np.float64)
+        if self.weights.shape != (features.shape[1],):
+            raise ValueError(f"weights of shape {self.weights.shape} for {features.shape[1]} features.")
         space = self.transform(features)
         self.examples, self.example_labels = space, labels
         present = np.unique(labels)

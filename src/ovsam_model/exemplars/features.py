@@ -24,6 +24,7 @@ CONTEXT_MARGIN = 0.25
 MIN_CONTEXT = 4
 _EPS = 1e-6
 
+_DISK = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2.2
 _CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
 SHAPE_FEATURE_NAMES: tuple[str, ...] = (
     "log_area",
@@ -44,6 +45,9 @@ SHAPE_FEATURE_NAMES: tuple[str, ...] = (
     "bright_fraction",  # share of inside pixels above the midpoint between background and the 95th percentile
     "texture",  # mean |Laplacian| inside / mean above background: granular vs smooth
     "skewness",  # of the inside's grey values
+    "spots",  # white top-hat (bright details smaller than ~5 px) inside / mean above background
+    "peaks",  # log(1 + local brightness maxima inside)
+    "lobes",  # log(1 + local maxima of the distance to the mask's edge): blobs joined by necks
 )
 
 
@@ -148,6 +152,11 @@ def _intensity_features(crop: ObjectCrop) -> list[float]:
     laplace = np.abs(ndimage.laplace(ndimage.gaussian_filter(grey, 0.7)))[mask].mean()
     centred = above - above.mean()
     std = float(centred.std())
+    smooth = ndimage.gaussian_filter(grey, 1.0)
+    spots = ndimage.white_tophat(smooth, footprint=_DISK)[mask].mean()
+    peak = (smooth == ndimage.maximum_filter(smooth, size=3)) & mask & (smooth > background + level / 2)
+    peak &= smooth > ndimage.uniform_filter(smooth, size=3) + 0.02 * level  # a summit, not a plateau
+    lobe = (distance == ndimage.maximum_filter(distance, size=5)) & (distance >= 2)
     return [
         float(np.sign(level) * np.log1p(abs(above.mean()) / scale)),
         std / level,
@@ -155,4 +164,7 @@ def _intensity_features(crop: ObjectCrop) -> list[float]:
         float((above > high / 2).mean()),
         float(laplace / level),
         float((centred**3).mean() / max(std, _EPS) ** 3),
+        float(spots / level),
+        float(np.log1p(peak.sum())),
+        float(np.log1p(lobe.sum())),
     ]

@@ -24,24 +24,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_TEXT_WEIGHT = 1.0
+DEFAULT_TEXT_WEIGHT = 0.5
 DEFAULT_UNKNOWN_DISTANCE = 3.0
 _EPS = 1e-6
 
 
 @dataclass(frozen=True)
 class FusionSettings:
-    """text_weight: exponent of the text's likelihood ratio (0: examples alone decide among classes with
-    examples); unknown_distance: novelty above which an object fits no example; embedding_weight and c: the
+    """text_weight: exponent of the text's likelihood ratio (0: the classifier alone decides among classes
+    with examples); unknown_distance: novelty above which an object fits no example; embedding_weight,
+    text_feature_weight (the blocks of the classifier's input, see ``exemplars.learning``) and c: the
     classifier's (see ``ExemplarClassifier``)."""
 
     text_weight: float = DEFAULT_TEXT_WEIGHT
     unknown_distance: float = DEFAULT_UNKNOWN_DISTANCE
-    embedding_weight: float = 0.5
+    embedding_weight: float = 0.25
+    text_feature_weight: float = 1.0
     c: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("text_weight", "unknown_distance", "embedding_weight", "c"):
+        for name in ("text_weight", "unknown_distance", "embedding_weight", "text_feature_weight", "c"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ValueError(f"FusionSettings.{name} must be a finite number >= 0, got {value!r}.")

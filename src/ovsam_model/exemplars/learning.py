@@ -160,38 +160,66 @@ def check_new_names(names: Sequence[str]) -> list[str]:
 
 
 class ExemplarNaming:
-    """A predictor's examples and the classifier fitted on them (refitted lazily after each change)."""
+    """A predictor's examples and the classifier fitted on them, refitted when the vocabulary changes.
+
+    The classifier sees each object's features and, as one more block, the log of the text-based
+    probabilities of its region embedding (``text_features``): the examples teach it where the text is right
+    (a nucleus) and where it is fooled (a speckled body the text calls a nucleus).
+    """
 
     def __init__(self, examples: ExampleSet, settings: FusionSettings) -> None:
         self.examples = examples
         self.settings = settings
-        self._classifier: ExemplarClassifier | None = None
+        self._fitted: tuple[Any, ExemplarClassifier] | None = None
 
-    def classifier(self, model: Any) -> ExemplarClassifier:
-        if self._classifier is None:
-            s = self.settings
-            self._classifier = ExemplarClassifier(
-                self.examples.features,
+    def classifier(self, predictor: Any) -> ExemplarClassifier:
+        key = predictor.text_embeddings
+        if self._fitted is None or self._fitted[0] is not key:
+            features = self.inputs(predictor, self.examples.features)
+            classifier = ExemplarClassifier(
+                features,
                 self.examples.labels(),
                 len(self.examples.classes),
-                embedding_width=embedding_width(model),
-                embedding_weight=s.embedding_weight,
-                c=s.c,
+                weights=self.weights(predictor.model, features.shape[1]),
+                c=self.settings.c,
             )
-        return self._classifier
+            self._fitted = (key, classifier)
+        return self._fitted[1]
+
+    def weights(self, model: Any, width: int) -> np.ndarray:
+        """Per-feature weights: embedding block, shape block (1), text block."""
+        s = self.settings
+        out = np.ones(width)
+        out[: embedding_width(model)] = s.embedding_weight
+        out[embedding_width(model) + len(SHAPE_FEATURE_NAMES) :] = s.text_feature_weight
+        return out
+
+    @staticmethod
+    @torch.no_grad()
+    def inputs(predictor: Any, features: np.ndarray) -> np.ndarray:
+        """The classifier's input: the features, then log text probabilities (n, K + 1) of their embeddings."""
+        model = predictor.model
+        width = model.config.embed_dim
+        tensor = torch.tensor(np.asarray(features, np.float32), device=predictor.device)
+        head = tensor[:, :width]
+        clip = tensor[:, width : 2 * width] if model.config.fusion.enabled else None
+        text = model.classify(head, clip, predictor.text_embeddings, predictor.seen)
+        return np.concatenate([features, np.log(text.float().cpu().numpy() + 1e-4)], axis=1)
 
     def probabilities(
-        self, model: Any, text: np.ndarray, vocabulary: Sequence[str], features: np.ndarray
+        self, predictor: Any, text: np.ndarray, features: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(fused (n, C + 1) probabilities, unknown (n,), the C class names) from text (n, K + 1)."""
-        classifier = self.classifier(model)
+        classifier = self.classifier(predictor)
+        inputs = self.inputs(predictor, features)
+        vocabulary = list(predictor.vocabulary.names)
         classes = self.examples.classes
         fused, unknown = fuse(
             text,
             vocabulary,
-            classifier.predict_proba(features),
+            classifier.predict_proba(inputs),
             classes,
-            classifier.novelty(features),
+            classifier.novelty(inputs),
             self.settings,
         )
         return fused, unknown, class_union(vocabulary, classes)

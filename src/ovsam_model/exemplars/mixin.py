@@ -41,6 +41,9 @@ class ExamplesMixin:
     #: How text and examples are fused (``exemplars.fusion.FusionSettings``); assign a new one to change it.
     exemplar_settings: FusionSettings = FusionSettings()
 
+    def set_image(self, image: Any, contrast_limits: Sequence[float] | None = None) -> None:
+        raise NotImplementedError  # the predictor's own
+
     # ------------------------------------------------------------------ state
     @property
     def model_fingerprint(self) -> str:
@@ -139,10 +142,11 @@ class ExamplesMixin:
         objects = masks if len(text) else None
         if objects is not None:
             features = self._features_or_zeros(objects)
-        return self._naming.probabilities(self.model, text, vocabulary, features)
+        return self._naming.probabilities(self, text, features)
 
     def _features_or_zeros(self, masks: Any) -> np.ndarray:
         """Features of each mask; an empty mask (nothing segmented) gets the examples' mean (no opinion)."""
+        assert self.original_size is not None
         objects = as_object_masks(masks, self.original_size)
         out = np.repeat(self.examples.features.mean(axis=0, keepdims=True), len(objects), axis=0)
         filled = [i for i, (crop, _) in enumerate(objects) if crop.size]
