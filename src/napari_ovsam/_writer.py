@@ -28,7 +28,7 @@ import numpy as np
 from ovsam_model.atomic import unique_temporary
 
 from .coco_io import category_names, features_to_json, labels_to_coco
-from .examples import layer_examples, write_side_file
+from .examples_files import layer_examples, write_side_file
 from .features import ensure_features
 
 MAX_TILE = 4096  # zarr chunks cover a whole slice up to this many pixels per side

@@ -13,7 +13,8 @@ alternatives, or an undo that puts a row back take effect with no bookkeeping of
 added by name (that have no example yet), and the listeners told when examples change.
 
 Masks are bool (H, W) in (row, col) pixels of a slice; slices are named by their leading indices (``()`` in
-2D). Files: ``ExampleSet.save`` / ``ExampleSet.load`` (safetensors, ``ovsam_model.exemplars``).
+2D). Files (saved, loaded, next to an exported COCO file, in a layer's metadata):
+:mod:`napari_ovsam.examples_files`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ovsam_model.exemplars import SUFFIX, ExampleSet
+from ovsam_model.exemplars import ExampleSet
 from ovsam_model.exemplars.store import check_class_name
 from ovsam_model.prediction import CompactMasks
 from ovsam_model.prompts import normalize_prompts
@@ -367,7 +367,8 @@ def predictor_examples(predictor: Any, targets: Sequence[Any]) -> ExampleSet | N
 # ---------------------------------------------------------------------------------------------- the session's examples
 
 
-def _model_of(session: Any) -> tuple[str, str]:
+def model_of(session: Any) -> tuple[str, str]:
+    """(fingerprint, feature layout) of the session's model; a ValueError when it has none or cannot learn."""
     predictor = session.predictor
     if predictor is None:
         raise ValueError("No model is loaded: load one first (examples belong to a model).")
@@ -381,7 +382,7 @@ def class_counts(session: Any) -> list[tuple[str, int, str]]:
     with examples only ("examples"), then classes added by name that have none yet ("added")."""
     counts: dict[str, int] = {}
     if supports_examples(session.predictor):
-        model, layout = _model_of(session)
+        model, layout = model_of(session)
         for target in session.targets:
             for name, n in target.examples.example_set(target.features, model, layout).counts().items():
                 counts[name] = counts.get(name, 0) + n
@@ -398,7 +399,7 @@ def foreign_count(session: Any) -> int:
     """Examples of the attached labels that another model made (kept, not used)."""
     if not supports_examples(session.predictor):
         return 0
-    model, layout = _model_of(session)
+    model, layout = model_of(session)
     return sum(t.examples.foreign_count(t.features, model, layout) for t in session.targets)
 
 
@@ -411,89 +412,3 @@ def forget_class(session: Any, class_name: str) -> int:
         session.teaching.commit_class = None
     session.sync_examples()
     return dropped
-
-
-def save_examples(session: Any, path: str | Path) -> int:
-    """Write the examples the model names from (every attached labels array's) to ``path``; their number.
-    A ValueError when there are none."""
-    _model_of(session)
-    examples = predictor_examples(session.predictor, session.targets)
-    if examples is None:
-        raise ValueError("There are no examples to save yet: commit or rename a few objects first.")
-    examples.save(path)
-    return len(examples)
-
-
-def load_examples(session: Any, path: str | Path) -> int:
-    """Add the examples of a file to the labels being annotated (they persist with them); their number.
-    A ValueError (nothing changed) for a missing, corrupted or foreign file, or another model's examples."""
-    model, layout = _model_of(session)
-    if session.target is None:
-        raise ValueError("Choose an image first: loaded examples are kept with its labels.")
-    examples = ExampleSet.load(path)
-    examples.check_compatible(model, layout)
-    added = session.target.examples.load(examples)
-    session.sync_examples()
-    return added
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-
-def side_file(coco_path: str | Path) -> Path:
-    """The examples file written next to an exported COCO file: ``<name>.examples.safetensors``."""
-    path = Path(coco_path)
-    return path.with_name(path.stem + SUFFIX) if path.suffix.lower() == ".json" else Path(str(path) + SUFFIX)
-
-
-def write_side_file(book: LabelExamples, table: pd.DataFrame, coco_path: str | Path) -> dict[str, Any] | None:
-    """Write the examples of ``book`` (of the model that made the latest) next to a COCO file; returns the
-    entry the COCO file's ``ovsam`` section keeps (the file's name and the (label id, slice) of its first
-    rows), or None when there are no examples (nothing is written)."""
-    latest = book.latest_model()
-    if latest is None:
-        return None
-    examples, keys = book.export(table, *latest)
-    if not len(examples):
-        return None
-    path = examples.save(side_file(coco_path))
-    return {"file": path.name, "objects": [[int(k[0]), [int(i) for i in k[1]]] for k in keys]}
-
-
-def layer_examples(metadata: Any) -> tuple[LabelExamples | None, str | None]:
-    """The examples a labels layer carries in ``metadata['ovsam']['examples']``: the bookkeeping put there
-    in this session, or the file next to the COCO file it was opened from (as ``write_side_file`` named
-    it). Returns (examples or None, a message when the file could not be read: nothing is loaded then)."""
-    ovsam = metadata.get("ovsam") if isinstance(metadata, dict) else None
-    if not isinstance(ovsam, dict):
-        return None, None
-    value = ovsam.get(METADATA_KEY)
-    if value is None or isinstance(value, LabelExamples):
-        return value, None
-    try:
-        return _from_side_file(value, ovsam.get("source_path")), None
-    except ValueError as error:
-        return None, f"The labels' examples were not loaded: {error}"
-
-
-def _from_side_file(entry: Any, source: Any) -> LabelExamples:
-    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not source:
-        raise ValueError("their entry in the COCO file is damaged; teach the classes again or load a file.")
-    examples = ExampleSet.load(Path(str(source)).parent / Path(entry["file"]).name)
-    objects = entry.get("objects") or []
-    try:
-        keys = [(int(label_id), tuple(int(i) for i in index)) for label_id, index in objects]
-    except (TypeError, ValueError):
-        raise ValueError("their object list in the COCO file is damaged; re-export the labels.") from None
-    if len(keys) > len(examples):
-        raise ValueError(f"the COCO file names {len(keys)} objects for {len(examples)} examples; re-export.")
-    book = LabelExamples()
-    book.add_vectors(keys, examples.features[: len(keys)], examples.model, examples.layout)
-    book.learnt = {k[0] for k in keys}
-    rest = list(range(len(keys), len(examples)))
-    book.load(
-        ExampleSet(
-            examples.features[rest], [examples.class_names[i] for i in rest], examples.model, examples.layout
-        )
-    )
-    return book

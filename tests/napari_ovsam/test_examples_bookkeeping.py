@@ -12,16 +12,8 @@ from session_fakes import disk, make_session
 
 from napari_ovsam._writer import write_coco
 from napari_ovsam.coco_layers import coco_layer_data
-from napari_ovsam.examples import (
-    LabelExamples,
-    class_counts,
-    foreign_count,
-    forget_class,
-    layer_examples,
-    load_examples,
-    save_examples,
-    side_file,
-)
+from napari_ovsam.examples import LabelExamples, class_counts, foreign_count, forget_class
+from napari_ovsam.examples_files import layer_examples, load_examples, save_examples, side_file
 from napari_ovsam.session import AnnotationSession
 from ovsam_model import OVSAMPredictor, build_ovsam
 from ovsam_model.data.synthetic_images import ALL_CLASS_NAMES, generate_image

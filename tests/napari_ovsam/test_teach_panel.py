@@ -19,7 +19,8 @@ from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam._sample_data import sample_2d
 from napari_ovsam._writer import write_coco
 from napari_ovsam.coco_layers import coco_layer_data
-from napari_ovsam.examples import METADATA_KEY, save_examples
+from napari_ovsam.examples import METADATA_KEY
+from napari_ovsam.examples_files import save_examples
 from napari_ovsam.prompts import box_to_shape_vertices
 from napari_ovsam.session import AnnotationSession
 from ovsam_model import OVSAMPredictor, build_ovsam

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import examples
+from .. import examples, examples_files
 from ..examples import METADATA_KEY
 from ..session import AnnotationSession
 from .controls import button, row
@@ -144,7 +144,7 @@ class TeachPanel(QWidget):
             if not path:
                 return None
         try:
-            saved = examples.save_examples(self._session, path)
+            saved = examples_files.save_examples(self._session, path)
         except (ValueError, OSError) as error:
             self._refuse(f"Examples not saved: {error}")
             return None
@@ -159,7 +159,7 @@ class TeachPanel(QWidget):
             if not path:
                 return None
         try:
-            loaded = examples.load_examples(self._session, path)
+            loaded = examples_files.load_examples(self._session, path)
         except (ValueError, OSError) as error:
             self._refuse(f"Examples not loaded: {error}")
             return None
@@ -175,7 +175,7 @@ class TeachPanel(QWidget):
             self.refresh()
             return
         self._adopted = layer
-        book, problem = examples.layer_examples(layer.metadata)
+        book, problem = examples_files.layer_examples(layer.metadata)
         if problem:
             self._refuse(problem)
         if book is not None and book is not target.examples and not len(target.examples):
