@@ -211,6 +211,7 @@ class Teaching:
         self.learn = True
         self.commit_class: str | None = None
         self.added: list[str] = []
+        self.problem = ""  # why the last objects could not become examples ("" when they could)
         self.listeners: list[Callable[[], None]] = []
 
     def add_class(self, name: Any, known: Iterable[str]) -> str:
@@ -254,6 +255,7 @@ def learn_commit(session: Any, target: Any, group: Any) -> None:
     (``example_keys``, ``learnt_ids``) for its undo."""
     if group is None:
         return
+    session.teaching.problem = ""
     book: LabelExamples = target.examples
     predictor = session.predictor
     if supports_examples(predictor) and group.one_slice:
@@ -266,9 +268,10 @@ def learn_commit(session: Any, target: Any, group: Any) -> None:
             if not ids or not session.embedding_ready(record.slice_index):
                 continue
             session.restore_embedding(record.slice_index)
-            vectors = compute_vectors(
-                predictor, functools.partial(record_masks, record, image_hw=image_hw), ids
-            )
+            masks = functools.partial(record_masks, record, image_hw=image_hw)
+            vectors = _measured(session, compute_vectors, predictor, masks, ids)
+            if vectors is None:
+                continue
             keys = [(int(i), record.slice_index) for i in ids]
             book.add_vectors(keys, vectors, model, layout)
             group.example_keys.extend(keys)
@@ -302,7 +305,9 @@ def _learn_tiled(session: Any, book: LabelExamples, group: Any) -> None:
         masks = CompactMasks(
             [m[None] for _, m, _ in ready], np.array([o for *_, o in ready]), predictor.original_size, 1
         )
-        values = np.asarray(predictor.example_features(masks), np.float32)
+        values = _measured(session, predictor.example_features, masks)
+        if values is None:
+            return
         keys = [(int(i), slice_index) for i, _, _ in ready]
         book.add_vectors(keys, values, predictor.examples.model, predictor.examples.layout)
         group.example_keys.extend(keys)
@@ -327,6 +332,7 @@ def learn_object(session: Any, target: Any, label_id: int) -> None:
     commit had none for it (e.g. labels opened from a file), on its slices whose embedding is ready."""
     if not session.teaching.learn:
         return
+    session.teaching.problem = ""
     book: LabelExamples = target.examples
     book.learnt.add(int(label_id))
     predictor = session.predictor
@@ -343,8 +349,20 @@ def learn_object(session: Any, target: Any, label_id: int) -> None:
         if not mask.any():
             continue
         session.restore_embedding(slice_index)
-        values = np.asarray(predictor.example_features(mask[None]), np.float32)
+        values = _measured(session, predictor.example_features, mask[None])
+        if values is None:
+            continue
         book.add_vectors([(int(label_id), tuple(slice_index))], values, model, layout)
+
+
+def _measured(session: Any, compute: Callable[..., np.ndarray], *args: Any) -> np.ndarray | None:
+    """``compute(*args)``, or None when the predictor cannot measure these objects (its ValueError is kept in
+    ``teaching.problem`` for the Teach panel): they are then no examples, and the commit stands."""
+    try:
+        return np.asarray(compute(*args), np.float32)
+    except ValueError as error:
+        session.teaching.problem = f"Some objects could not be measured as examples: {error}"
+        return None
 
 
 def unlearn(book: LabelExamples, group: Any) -> None:

@@ -462,6 +462,8 @@ class AnnotationSession:
             raise TilesNeeded(slice_index, objects, 0)
         if tiled is None:
             tiled = self._open_tiled(slice_index, (self.fingerprint, self.image, self.contrast_limits))
+        if supports_examples(tiled.predictor):
+            self._share_examples(tiled)
         out = predict_objects(
             tiled, objects, slice_index, self.cache, self._cache_lock, self.fingerprint,
             top_k=self.top_k, worker=worker, names_from=self.predictor,
@@ -581,11 +583,20 @@ class AnnotationSession:
         """Give the predictor (and the tiled slices' copies) the examples of every attached labels array for
         its model, so the next objects are named from what the user taught; listeners are told."""
         if self.predictor is not None and hasattr(self.predictor, "set_examples"):
-            examples = predictor_examples(self.predictor, self._targets)
-            self.predictor.set_examples(examples)
+            self.predictor.set_examples(predictor_examples(self.predictor, self._targets))
             for tiled in self._tiled.values():
-                tiled.predictor.set_examples(examples)
+                self._share_examples(tiled)
         self.teaching.changed()
+
+    def _share_examples(self, tiled: TiledSlice) -> None:
+        """A tiled slice's predictor names from the session's examples; not while a worker uses it (it is
+        given them before its next prediction)."""
+        examples = self.predictor.examples
+        if tiled.predictor.examples is not examples and tiled.lock.acquire(blocking=False):
+            try:
+                tiled.predictor.set_examples(examples)
+            finally:
+                tiled.lock.release()
 
     def _write_lock(self) -> _NonBlockingLock:
         return _NonBlockingLock(self._labels_lock)

@@ -319,3 +319,19 @@ def test_a_name_with_synonyms_teaches_its_first_one(tiny_session):
     commit_boxes(session, CENTRES[0])
     session.rename(1, "mitotic cell,  dividing cell")
     assert list(session.predictor.examples.class_names) == ["mitotic cell"]
+
+
+def test_objects_the_predictor_cannot_measure_are_committed_without_features(tiny_session, monkeypatch):
+    session = tiny_session
+
+    def refuse(masks):
+        raise ValueError("Mask 0 (of 1) is empty")
+
+    monkeypatch.setattr(session.predictor, "example_features", refuse)
+    group = commit_boxes(session, CENTRES[0])
+    assert group.label_ids == (1,) and (session.target.labels == 1).any()  # the commit stands
+    assert not session.target.examples.vectors and len(session.predictor.examples) == 0
+    assert "could not be measured as examples: Mask 0 (of 1) is empty" in session.teaching.problem
+    monkeypatch.undo()
+    commit_boxes(session, CENTRES[1])
+    assert session.teaching.problem == "" and len(session.predictor.examples) == 1

@@ -214,6 +214,8 @@ class TeachPanel(QWidget):
         )
         if self._session.predictor is not None and not examples.supports_examples(self._session.predictor):
             text = "This model cannot learn from examples."
+        if self._session.teaching.problem:
+            text += " " + self._session.teaching.problem
         foreign = examples.foreign_count(self._session) if total or self._session.targets else 0
         if foreign:
             text += (
