@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ovsam_model.exemplars import SUFFIX, ExampleSet
@@ -34,12 +35,18 @@ def save_examples(session: Any, path: str | Path) -> int:
 
 def load_examples(session: Any, path: str | Path) -> int:
     """Add the examples of a file to the labels being annotated (they persist with them); their number.
-    A ValueError (nothing changed) for a missing, corrupted or foreign file, or another model's examples."""
+    A ValueError (nothing changed) for a missing, corrupted or foreign file, another model's examples, or
+    examples loaded into these labels already."""
     model, layout = model_of(session)
     if session.target is None:
         raise ValueError("Choose an image first: loaded examples are kept with its labels.")
     examples = ExampleSet.load(path)
     examples.check_compatible(model, layout)
+    for earlier in session.target.examples.loaded:
+        if earlier.class_names == examples.class_names and np.array_equal(
+            earlier.features, examples.features
+        ):
+            raise ValueError(f"The examples of {Path(path).name} are loaded into these labels already.")
     added = session.target.examples.load(examples)
     session.sync_examples()
     return added

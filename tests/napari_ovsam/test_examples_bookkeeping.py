@@ -214,6 +214,9 @@ def test_save_and_load_examples_into_another_image(tiny_session, tmp_path):
     assert load_examples(session, tmp_path / "taught.examples.safetensors") == 2
     assert len(session.predictor.examples) == 4  # both images' examples
     assert len(session.target.examples.loaded) == 1
+    with pytest.raises(ValueError, match="loaded into these labels already"):
+        load_examples(session, tmp_path / "taught.examples.safetensors")
+    assert len(session.predictor.examples) == 4
 
 
 def test_loading_another_models_or_a_corrupted_file_is_refused_and_changes_nothing(tiny_session, tmp_path):
