@@ -149,6 +149,14 @@ class LabelExamples:
         self.loaded = kept
         return dropped
 
+    def merge(self, other: LabelExamples) -> None:
+        """Take in the examples of ``other`` (of the same labels, e.g. read from their file): its vectors
+        of objects that have none here, its example ids, its loaded sets."""
+        for key, vector in other.vectors.items():
+            self.vectors.setdefault(key, vector)
+        self.learnt |= other.learnt
+        self.loaded += [s for s in other.loaded if not any(s is mine for mine in self.loaded)]
+
     def load(self, examples: ExampleSet) -> int:
         """Add examples read from a file (tied to no object); the number added."""
         if len(examples):
@@ -286,7 +294,8 @@ def learn_commit(session: Any, target: Any, group: Any) -> None:
 
 def _learn_tiled(session: Any, book: LabelExamples, group: Any) -> None:
     """:func:`learn_commit` on a tiled slice (one record per object): the features of the objects whose
-    tile the slice's predictor holds now (nothing is encoded on the GUI thread; the others get none)."""
+    tile the slice's predictor holds, or the embedding cache in memory (nothing is encoded or read from
+    disk on the GUI thread; the others get none)."""
     slice_index = group.records[0].slice_index
     tiled = session.tiled_slice(slice_index)
     if tiled is None or not tiled.lock.acquire(blocking=False):  # a worker is encoding one of its tiles
@@ -299,7 +308,13 @@ def _learn_tiled(session: Any, book: LabelExamples, group: Any) -> None:
         routes = prompt_routes(
             predictor.tiles, normalize_prompts(None, None, boxes.reshape(-1, 4), predictor.original_size)
         )
+        session.restore_tiles(tiled, routes)
         ready = [o for o, (_, window) in zip(objects, routes) if window in predictor.tiles]
+        if len(ready) < len(objects):
+            session.teaching.problem = (
+                f"{len(objects) - len(ready)} object(s) of this large image lie on views not in memory (across "
+                "tiles): they teach nothing."
+            )
         if not ready:
             return
         masks = CompactMasks(

@@ -337,6 +337,17 @@ class AnnotationSession:
         """The open tiled slice (its predictor holds the tiles decoded last), or None."""
         return self._tiled.get(tuple(slice_index))
 
+    def restore_tiles(self, tiled: TiledSlice, routes: Sequence[tuple[int, Any]]) -> None:
+        """Bring the grid tiles of ``routes`` ((tile index, window) pairs) that the embedding cache holds in
+        memory back into the tiled slice's predictor (GUI thread: no file is read, nothing is encoded)."""
+        for index, window in routes:
+            if window in tiled.predictor.tiles or index < 0 or index not in tiled.keys:
+                continue
+            with self._cache_lock:
+                state = self.cache.peek((self.fingerprint, tiled.keys[index]))
+            if state is not None:
+                tiled.predictor.set_tile_embedding(index, state)
+
     def iter_tiles(
         self, slice_index: SliceIndex, objects: Sequence[ObjectPrompt]
     ) -> Generator[tuple[int, int, str], None, int]:

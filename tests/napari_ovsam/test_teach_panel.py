@@ -28,6 +28,7 @@ from ovsam_model.vocabulary import DEMO_CLASSES
 
 pytestmark = pytest.mark.gui
 BOXES = ([[20, 80], [60, 120]], [[150, 30], [220, 100]], [[90, 150], [140, 210]])  # (row, col) corners
+INSIDE_A_TILE = [[143, 184], [182, 212]]  # a bright object within one tile of the tiny model's 3 x 3 grid
 
 
 @pytest.fixture
@@ -195,6 +196,22 @@ def test_examples_come_back_with_labels_reopened_from_coco(viewer, widget, ready
     assert list(widget.session.predictor.examples.class_names)[-1] == "mitotic"
 
 
+def test_a_reopened_layer_found_by_the_next_commit_brings_its_examples(
+    viewer, widget, ready, qtbot, tmp_path
+):
+    for box in BOXES[:2]:
+        commit_box(viewer, widget, qtbot, box)
+    layer = viewer.layers[_layers.LABELS]
+    (path,) = write_coco(str(tmp_path / "cells.json"), *layer.as_layer_data_tuple()[:2])
+    viewer.layers.remove(layer)
+    ((labels, reopened, _),) = coco_layer_data(json.loads((tmp_path / "cells.json").read_text()), path)
+    viewer.add_labels(labels, **reopened)
+    commit_box(viewer, widget, qtbot, INSIDE_A_TILE)  # the commit finds the reopened layer by its image name
+    assert widget._labels.layer.name == "cells"
+    assert widget.session.target.examples.learnt == {1, 2, 3} and len(widget.session.predictor.examples) == 3
+    assert widget._labels.layer.metadata["ovsam"][METADATA_KEY] is widget.session.target.examples
+
+
 def test_examples_of_another_model_are_shown_kept_but_unused(viewer, widget, ready, qtbot):
     panel = widget._teach
     for box in BOXES[:2]:
@@ -205,5 +222,5 @@ def test_examples_of_another_model_are_shown_kept_but_unused(viewer, widget, rea
     assert sum(c for c, _ in counts(panel).values()) == 0
     assert "2 example(s) of another model are kept but not used" in panel._info.text()
     panel.add_class("mitotic")  # teaching works with the demo model too
-    commit_box(viewer, widget, qtbot, [[143, 184], [182, 212]])  # a bright object of the sample
+    commit_box(viewer, widget, qtbot, INSIDE_A_TILE)
     assert counts(panel)["mitotic"] == (1, "examples only")

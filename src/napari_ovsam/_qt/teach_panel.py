@@ -12,7 +12,6 @@ another model are refused (a file) or kept unused (a layer's), and the panel say
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -169,22 +168,15 @@ class TeachPanel(QWidget):
     # ------------------------------------------------------------------------------------------ view
 
     def on_image(self) -> None:
-        """The chosen image (and its labels layer) changed: take in the examples its layer carries."""
-        layer, target = self._labels_layer(), self._session.target
-        if layer is None or target is None or layer.data is not target.labels or layer is self._adopted:
-            self.refresh()
-            return
-        self._adopted = layer
-        book, problem = examples_files.layer_examples(layer.metadata)
-        if problem:
-            self._refuse(problem)
-        if book is not None and book is not target.examples and not len(target.examples):
-            shared = any(t.examples is book for t in self._session.targets)  # a duplicated layer's
-            target.examples = copy.deepcopy(book) if shared else book
-        self._session.sync_examples()  # refreshes
+        """The chosen image (and its labels layer) changed: show its classes (see :meth:`refresh`)."""
+        self.refresh()
 
     def refresh(self) -> None:
-        """Show the classes and counts; keep the labels layer's metadata pointing at its examples."""
+        """Show the classes and counts; take in the examples a labels layer seen for the first time carries
+        (its metadata, or the file next to the COCO file it was opened from), then keep its metadata
+        pointing at its examples."""
+        if self._adopt():
+            return  # the session told its listeners, this panel included
         self._keep_in_layer()
         rows = self._rows()
         self._classes.setRowCount(len(rows))
@@ -235,6 +227,21 @@ class TeachPanel(QWidget):
             self._commit_class.setCurrentIndex(max(index, 0))
         finally:
             self._commit_class.blockSignals(False)
+
+    def _adopt(self) -> bool:
+        """Take in the examples of a labels layer not seen before; True if the session's examples changed."""
+        layer, target = self._labels_layer(), self._session.target
+        if layer is None or target is None or layer.data is not target.labels or layer is self._adopted:
+            return False
+        self._adopted = layer
+        book, problem = examples_files.layer_examples(layer.metadata)
+        if problem:
+            self._refuse(problem)
+        if book is None or book is target.examples:
+            return False
+        target.examples.merge(book)  # a copy: a duplicated layer's examples are not shared
+        self._session.sync_examples()
+        return True
 
     def _keep_in_layer(self) -> None:
         layer, target = self._labels_layer(), self._session.target
