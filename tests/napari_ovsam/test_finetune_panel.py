@@ -123,7 +123,11 @@ def test_a_short_job_on_the_tiny_model_saves_and_loads_a_new_checkpoint(viewer, 
     assert panel._loss.text() != "–"
     assert widget.session.predictor is not original
     assert widget.session.vocabulary.names == [*DEMO_CLASSES, "crescent"]
-    assert [p.name for p in tmp_path.iterdir()] == ["tiny_finetuned.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "tiny_finetuned.examples.safetensors",
+        "tiny_finetuned.safetensors",
+    ]
+    assert set(widget.session.predictor.examples.classes) == {"nucleus", "crescent"}
 
 
 @pytest.mark.gui

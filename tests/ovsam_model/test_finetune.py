@@ -26,6 +26,7 @@ from ovsam_model.finetune import (
     write_coco,
 )
 from ovsam_model.finetune.run import leftovers, partial_name, save_new_checkpoint
+from ovsam_model.predictor import OVSAMPredictor
 from ovsam_model.vocabulary import Vocabulary
 
 TINY_RUN = {"steps": 2, "batch_size": 2, "num_prompts": 4, "warmup_steps": 0, "threads": 1}
@@ -192,6 +193,11 @@ def test_a_short_run_saves_a_new_checkpoint_that_names_every_class(
     assert extras.vocabulary.names == tiny_set.classes.names
     assert set(tiny_set.new_classes) == {"crescent", "dumbbell", "speckled"} & set(tiny_set.counts())
     assert extras.metadata["finetune"]["after"] == result.after.to_dict()
+    assert result.after_text_only is not None and result.after_text_only.count == result.after.count
+    assert result.examples == tmp_path / "tiny_finetuned.examples.safetensors"
+    assert OVSAMPredictor(model).load_examples(result.examples) == len(tiny_set.train)  # the new model's
+    with pytest.raises(ValueError):
+        OVSAMPredictor(build_ovsam(tiny_source, device="cpu")).load_examples(result.examples)
     assert _sha(tiny_source) == original
     trained = dict(model.named_parameters())
     start = dict(build_ovsam(tiny_source, device="cpu").named_parameters())
@@ -238,6 +244,7 @@ def test_background_process_reports_progress_and_returns_the_new_checkpoint(
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
     assert result.checkpoint == tmp_path / "tiny_finetuned_2.safetensors"
     assert (tmp_path / "tiny_finetuned.safetensors").read_bytes() == b"an earlier result"
+    assert result.examples == tmp_path / "tiny_finetuned_2.examples.safetensors" and result.examples.is_file()
     assert (
         build_ovsam(result.checkpoint, device="cpu").checkpoint_extras.vocabulary.names
         == tiny_set.classes.names

@@ -39,6 +39,7 @@ from ovsam_model.finetune import (
     run_in_process,
 )
 
+from ..examples_files import load_examples
 from ..finetune import annotated_images, annotated_layers, default_output_folder
 from ..session import AnnotationSession
 from .controls import button, row
@@ -228,12 +229,23 @@ class FinetunePanel(QWidget):
             self.load_result(result)
 
     def load_result(self, result: FinetuneResult) -> Job | None:
-        """Load the new checkpoint; once it is in the session its classes become the vocabulary."""
+        """Load the new checkpoint; once it is in the session its classes become the vocabulary and the
+        training objects, as examples of the new model, join the labels being annotated."""
         job = self._load_model(str(result.checkpoint))
         if job is not None:
-            text = "\n".join(result.classes)
-            job.worker.returned.connect(lambda *_: None if self._jobs.closed else self._set_vocabulary(text))
+            job.worker.returned.connect(lambda *_: None if self._jobs.closed else self._on_loaded(result))
         return job
+
+    def _on_loaded(self, result: FinetuneResult) -> None:
+        self._set_vocabulary("\n".join(result.classes))
+        if result.examples is None or self._session.target is None:
+            return
+        try:
+            added = load_examples(self._session, result.examples)
+        except ValueError as error:
+            self._status.set_status(f"The fine-tuned model is loaded; its examples are not: {error}")
+            return
+        self._status.set_status(f"Fine-tuned model loaded, with {added} examples of its training objects.")
 
     def _on_finish(self, job: Job) -> None:
         self._progress.setRange(0, 1)

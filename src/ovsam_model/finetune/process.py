@@ -153,7 +153,7 @@ def _stop(
     if asked:  # a checkpoint finished as the cancel came is not wanted
         for event in _drain(events, 0.0):
             if event.get("event") == "done":
-                Path(event["result"]["checkpoint"]).unlink(missing_ok=True)
+                FinetuneResult.from_dict(event["result"]).remove()
         for path in leftovers(output_dir, stem, process.pid):
             path.unlink(missing_ok=True)
     events.close()

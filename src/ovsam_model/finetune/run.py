@@ -28,6 +28,7 @@ import torch
 from ..atomic import unique_temporary
 from ..build import build_ovsam
 from ..checkpoint import read_own_checkpoint, save_checkpoint
+from ..exemplars import SUFFIX as EXAMPLES_SUFFIX
 from ..modeling.ovsam import OVSAM
 from ..predictor import OVSAMPredictor
 from ..text import encode_vocabulary
@@ -36,7 +37,7 @@ from ..train.outputs import METRICS, MODEL_FILE, resume_state_path
 from ..train.run import train
 from .dataset import FinetuneSet, write_coco
 from .options import FinetuneOptions, repeats_for, train_config
-from .scoring import Scores, score_objects
+from .scoring import Scores, score_objects, teach
 
 Report = Callable[[dict[str, Any]], None]
 SUFFIX = ".safetensors"
@@ -48,8 +49,11 @@ class Cancelled(Exception):
 
 @dataclass
 class FinetuneResult:
-    """A finished run: the new ``checkpoint``, the held-out scores ``before`` and ``after``, the optimiser
-    ``steps`` and wall ``seconds``, the vocabulary entries it names (``classes``) and the new ones."""
+    """A finished run: the new ``checkpoint`` and its ``examples`` file (the training objects as examples of
+    the new model; None when that name was taken), the held-out scores ``before`` (the starting model with
+    the training objects as examples), ``after`` (the same on the new model) and ``after_text_only`` (the new
+    model without examples), the optimiser ``steps`` and wall ``seconds``, the vocabulary entries it names
+    (``classes``) and the new ones."""
 
     checkpoint: Path
     before: Scores
@@ -58,12 +62,16 @@ class FinetuneResult:
     seconds: float
     classes: list[str] = field(default_factory=list)
     new_classes: list[str] = field(default_factory=list)
+    after_text_only: Scores | None = None
+    examples: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": str(self.checkpoint),
+            "examples": None if self.examples is None else str(self.examples),
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
+            "after_text_only": None if self.after_text_only is None else self.after_text_only.to_dict(),
             "steps": self.steps,
             "seconds": self.seconds,
             "classes": self.classes,
@@ -72,10 +80,18 @@ class FinetuneResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneResult:
+        text_only, examples = data.get("after_text_only"), data.get("examples")
         return cls(
             Path(data["checkpoint"]), Scores(**data["before"]), Scores(**data["after"]), int(data["steps"]),
             float(data["seconds"]), list(data["classes"]), list(data["new_classes"]),
+            None if text_only is None else Scores(**text_only), None if examples is None else Path(examples),
         )  # fmt: skip
+
+    def remove(self) -> None:
+        """Delete the files this run wrote (a result that came as it was cancelled)."""
+        for path in (self.checkpoint, self.examples):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def checkpoint_stem(model: OVSAM) -> str:
@@ -188,6 +204,31 @@ def _trained_model(source: Path, run_dir: Path, device: str, finished: bool) -> 
     return model
 
 
+def _save(
+    result: FinetuneResult,
+    predictor: OVSAMPredictor,
+    data: FinetuneSet,
+    options: FinetuneOptions,
+    folder: Path,
+    stem: str,
+) -> None:
+    """Save the trained model (vocabulary, text embeddings, the run's record) as a new checkpoint in
+    ``folder`` and its examples beside it; sets ``result.checkpoint`` and ``result.examples``."""
+    trained = predictor.model
+    embeddings = encode_vocabulary(data.classes, trained.text_encoder)  # as the training stage computed them
+    run = {k: v for k, v in result.to_dict().items() if k not in ("checkpoint", "examples")}
+    metadata = {"stage": options.stage, "steps": result.steps, "trained_classes": data.classes.names}
+    metadata["finetune"] = {**run, "options": asdict(options), "data": data.summary()}
+
+    def write(path: Path) -> None:
+        save_checkpoint(trained, path, vocabulary=data.classes, text_embeddings=embeddings, metadata=metadata)
+
+    result.checkpoint = save_new_checkpoint(write, folder, stem)
+    examples = result.checkpoint.with_name(result.checkpoint.name.removesuffix(SUFFIX) + EXAMPLES_SUFFIX)
+    if not examples.exists():  # a file of the user's is never replaced: then the run has no examples file
+        result.examples = predictor.examples.save(examples)
+
+
 def finetune(
     data: FinetuneSet,
     source: Path,
@@ -225,38 +266,33 @@ def finetune(
     if options.threads:
         torch.set_num_threads(options.threads)
     model = build_ovsam(source, device=options.device)
-    before = score_objects(_predictor(model, data), data)
+    start = _predictor(model, data)
+    teach(start, data)
+    before = score_objects(start, data)
     report({"event": "scores", "when": "before", **before.to_dict()})
     stem = checkpoint_stem(model)
     config_path = work_dir / "model_config.json"
     config_path.write_text(json.dumps(read_own_checkpoint(source)[0].to_dict()), encoding="utf-8")
-    del model
+    del model, start
     phase("training")
     steps_per_epoch = max(1, len({o.image for o in data.train}) * repeats // options.batch_size)
     run_dir = work_dir / "run"
     steps = _train(config_path, source, train_ann, options, run_dir, steps_per_epoch, report, stop)
     phase("scoring the fine-tuned model")
     trained = _trained_model(source, run_dir, options.device, finished=steps >= options.steps)
-    after = score_objects(_predictor(trained, data), data)
+    predictor = _predictor(trained, data)
+    text_only = score_objects(predictor, data)
+    teach(predictor, data)
+    after = score_objects(predictor, data)
     report({"event": "scores", "when": "after", **after.to_dict()})
     phase("saving")
-    embeddings = encode_vocabulary(data.classes, trained.text_encoder)  # as the training stage computed them
     result = FinetuneResult(
         output_dir, before, after, steps, time.perf_counter() - started,
-        [", ".join(s) for s in data.classes.synonyms], list(data.new_classes),
+        [", ".join(s) for s in data.classes.synonyms], list(data.new_classes), text_only,
     )  # fmt: skip
-    run = {k: v for k, v in result.to_dict().items() if k != "checkpoint"}
-    metadata = {"stage": options.stage, "steps": steps, "trained_classes": data.classes.names}
-    metadata["finetune"] = {**run, "options": asdict(options), "data": data.summary()}
-
-    def write(path: Path) -> None:
-        save_checkpoint(
-            trained, path, vocabulary=data.classes, text_embeddings=embeddings, metadata=metadata
-        )  # fmt: skip
-
-    result.checkpoint = save_new_checkpoint(write, output_dir, stem)
+    _save(result, predictor, data, options, output_dir, stem)
     if stop():  # asked while saving: the user does not want it
-        result.checkpoint.unlink(missing_ok=True)
+        result.remove()
         raise Cancelled
     result.seconds = time.perf_counter() - started
     return result

@@ -41,6 +41,18 @@ class Scores:
         return f"mIoU {self.miou:.2f}, {self.accuracy:.1f} % named right{new} on {self.count} objects"
 
 
+def teach(predictor: Any, data: FinetuneSet, objects: list[ObjectRef] | None = None) -> int:
+    """Let ``predictor`` learn ``objects`` (default: the training ones) as examples of their classes, their
+    features computed on its own model (``learn_examples``); returns how many."""
+    objects = data.train if objects is None else objects
+    added = 0
+    for index in sorted({o.image for o in objects}):
+        masks, labels = object_masks(data, objects, index)
+        names = [data.classes.names[k] for k in labels]
+        added += predictor.learn_examples(model_input(data.images[index]), masks, names)
+    return added
+
+
 def score_objects(predictor: Any, data: FinetuneSet, objects: list[ObjectRef] | None = None) -> Scores:
     """Score ``predictor`` (an ``OVSAMPredictor`` whose vocabulary holds ``data.classes``) on ``objects``
     (default: the held-out ones), one box prompt per object, masks as the predictor gives them."""
