@@ -104,6 +104,17 @@ def test_coco_file_holds_only_the_training_objects(tmp_path: Path) -> None:
     assert first.dtype == np.uint8 and first.shape == (128, 128, 3)
 
 
+def test_large_images_train_on_tiles_at_native_resolution(tmp_path: Path) -> None:
+    labels = _labels((10, 30, 10, 30), (200, 240, 250, 290), (100, 120, 150, 170), shape=(300, 400))
+    image = AnnotatedImage(np.zeros((300, 400), np.uint16), labels, {1: "a", 2: "b", 3: "a"})
+    data = build_finetune_set([image], min_per_class=1, min_objects=1, holdout_fraction=0.0)
+    coco = json.loads(write_coco(data, tmp_path, model_size=128).read_text())  # tiled above 192 px
+    assert all(max(i["height"], i["width"]) <= 128 for i in coco["images"])
+    assert sorted(a["area"] for a in coco["annotations"]) == [400, 400, 1600]  # each object once, whole
+    whole = json.loads(write_coco(data, tmp_path / "whole", model_size=512).read_text())
+    assert [(i["height"], i["width"]) for i in whole["images"]] == [(300, 400)]
+
+
 def test_too_few_objects_are_refused_with_how_many_more() -> None:
     labels = _labels((0, 10, 0, 10), (0, 10, 20, 30), (20, 30, 0, 10))
     image = AnnotatedImage(np.zeros((40, 60)), labels, {1: "crescent", 2: "crescent", 3: "rod"})

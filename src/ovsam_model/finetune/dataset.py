@@ -25,6 +25,7 @@ import numpy as np
 
 from ..image import check_contrast_limits, to_model_rgb
 from ..rle import label_rles
+from ..tiling import resolve_tiling, tile_grid
 from ..vocabulary import Vocabulary
 
 # With the default 20 % held out, 5 objects of a class leave 4 to train on and 1 to score: fewer than 4 is
@@ -244,11 +245,33 @@ def object_masks(
     return masks, np.array([o.label for o in mine], dtype=np.int64)
 
 
-def write_coco(data: FinetuneSet, folder: Path, *, repeats: int = 1) -> Path:
+def training_windows(shape: tuple[int, int], model_size: int | None) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, y1, x1) crops an image of (H, W) is trained on: the whole image, or, when the predictor tiles
+    it (``tiling="auto"``: longer side above ``AUTO_FACTOR`` model inputs), its tile grid, so that objects
+    are trained on at the native resolution they are segmented at."""
+    spec = resolve_tiling("auto", model_size) if model_size else None
+    if spec is None or max(shape) <= spec.min_factor * model_size:  # type: ignore[operator]
+        return [(0, 0, *shape)]
+    return [window.bounds for window in tile_grid(shape, spec)]
+
+
+def _assign(labels: np.ndarray, ids: list[int], windows: list[tuple[int, int, int, int]]) -> dict[int, int]:
+    """label id -> the window its box lies in with the most margin (clipped to it when none holds it)."""
+    out = {}
+    for label_id in ids:
+        rows, cols = np.nonzero(labels == label_id)
+        y0, x0, y1, x1 = rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
+        margins = [min(y0 - a, x0 - b, c - y1, d - x1) for a, b, c, d in windows]
+        out[label_id] = int(np.argmax(margins))
+    return out
+
+
+def write_coco(data: FinetuneSet, folder: Path, *, repeats: int = 1, model_size: int | None = None) -> Path:
     """Write the training objects as a COCO instance file ``folder/train.json`` with the model inputs as
-    ``folder/images/<i>.npy`` (uint8 RGB); the categories are ``data.classes`` (entry text, synonyms
-    included). Each image is listed ``repeats`` times (an epoch then holds more steps: the augmentation
-    differs per listing). Returns the JSON path."""
+    ``folder/images/<i>_<crop>.npy`` (uint8 RGB); the categories are ``data.classes`` (entry text, synonyms
+    included). Images the predictor tiles for a model of ``model_size`` are cut into its tiles, each object
+    going to the tile that holds it best (``training_windows``). Each crop is listed ``repeats`` times (an
+    epoch then holds more steps: the augmentation differs per listing). Returns the JSON path."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     categories = [
         {"id": k + 1, "name": ", ".join(s), "supercategory": "object"}
@@ -258,23 +281,31 @@ def write_coco(data: FinetuneSet, folder: Path, *, repeats: int = 1) -> Path:
     label_of = {(o.image, o.label_id): o.label for o in data.train}
     for index, item in enumerate(data.images):
         labels = np.asarray(item.labels)
-        kept = np.where(np.isin(labels, [lid for (i, lid) in label_of if i == index]), labels, 0)
-        rles = label_rles(kept)
-        if not rles:
+        ids = sorted(lid for (i, lid) in label_of if i == index)
+        if not ids:
             continue
-        np.save(folder / "images" / f"{index}.npy", model_input(item))
-        for _ in range(repeats):
-            image_id = len(coco["images"]) + 1
-            coco["images"].append(
-                {"id": image_id, "file_name": f"images/{index}.npy", "height": labels.shape[0],
-                 "width": labels.shape[1]}
-            )  # fmt: skip
-            for label_id, rle, area, box in rles:
-                coco["annotations"].append(
-                    {"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                     "category_id": label_of[(index, label_id)] + 1, "segmentation": rle, "area": area,
-                     "bbox": box, "iscrowd": 0}
-                )  # fmt: skip
+        windows = training_windows(labels.shape, model_size)
+        where = _assign(labels, ids, windows)
+        pixels = model_input(item)
+        for w, (y0, x0, y1, x1) in enumerate(windows):
+            mine = [lid for lid in ids if where[lid] == w]
+            crop = labels[y0:y1, x0:x1]
+            rles = label_rles(np.where(np.isin(crop, mine), crop, 0)) if mine else []
+            if not rles:
+                continue
+            name = f"images/{index}_{w}.npy"
+            np.save(folder / name, np.ascontiguousarray(pixels[y0:y1, x0:x1]))
+            for _ in range(repeats):
+                image_id = len(coco["images"]) + 1
+                coco["images"].append(
+                    {"id": image_id, "file_name": name, "height": y1 - y0, "width": x1 - x0}
+                )
+                for label_id, rle, area, box in rles:
+                    coco["annotations"].append(
+                        {"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                         "category_id": label_of[(index, label_id)] + 1, "segmentation": rle, "area": area,
+                         "bbox": box, "iscrowd": 0}
+                    )  # fmt: skip
     path = folder / "train.json"
     path.write_text(json.dumps(coco), encoding="utf-8")
     return path

@@ -260,8 +260,9 @@ def finetune(
         report({"event": "phase", "phase": name})
 
     phase("writing the training set")
+    model_size = read_own_checkpoint(source)[0].image_size
     repeats = repeats_for(len({o.image for o in data.train}), options.batch_size)
-    train_ann = write_coco(data, work_dir / "data", repeats=repeats)
+    train_ann = write_coco(data, work_dir / "data", repeats=repeats, model_size=model_size)
     phase("scoring the model before fine-tuning")
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -275,7 +276,7 @@ def finetune(
     config_path.write_text(json.dumps(read_own_checkpoint(source)[0].to_dict()), encoding="utf-8")
     del model, start
     phase("training")
-    steps_per_epoch = max(1, len({o.image for o in data.train}) * repeats // options.batch_size)
+    steps_per_epoch = max(1, len(json.loads(train_ann.read_text())["images"]) // options.batch_size)
     run_dir = work_dir / "run"
     steps = _train(config_path, source, train_ann, options, run_dir, steps_per_epoch, report, stop)
     phase("scoring the fine-tuned model")
