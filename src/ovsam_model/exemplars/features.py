@@ -25,7 +25,6 @@ MIN_CONTEXT = 4
 _EPS = 1e-6
 
 _DISK = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2.2
-_CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
 SHAPE_FEATURE_NAMES: tuple[str, ...] = (
     "log_area",
     "log_perimeter",
@@ -123,13 +122,14 @@ def _extent(mask: np.ndarray, area: int) -> float:
 
 
 def _hull_area(mask: np.ndarray) -> float:
-    """Area of the convex hull of the mask's pixels (as unit squares: their corners)."""
+    """Area of the convex hull of the mask's pixels as unit squares: the hull of the edge pixels' centres
+    grown by half a pixel (area + perimeter / 2 + 1, the area of its sum with a unit square, near enough)."""
     rim = np.argwhere(mask & ~ndimage.binary_erosion(mask)).astype(np.float64)
-    corners = (rim[:, None, :] + _CORNERS[None]).reshape(-1, 2)
     try:
-        return max(float(ConvexHull(corners).volume), 1.0)
-    except QhullError:  # cannot happen for unit squares, but a hull is never worth an exception
+        hull = ConvexHull(rim)
+    except (QhullError, ValueError):  # fewer than three points, or all on one line
         return float(mask.sum())
+    return max(float(hull.volume + hull.area / 2 + 1), 1.0)
 
 
 def _intensity_features(crop: ObjectCrop) -> list[float]:

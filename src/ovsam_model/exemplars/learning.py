@@ -1,9 +1,10 @@
 """Example features on a predictor's image, and naming with examples: what ``OVSAMPredictor`` delegates to.
 
 An object's features (``feature_layout``): the naming head's region embedding of the mask's box, L2-normalised
-(and the frozen CLIP's, where the model fuses it), then the shape features of ``exemplars.features`` on the
-mask and the image's own pixels (not the contrast-stretched model input: the features are relative). The
-same function computes them for an example and for an object being named.
+(not the frozen CLIP's: its attention pooling costs as much as decoding the prompt on a full-size model, and
+the text probabilities that ``predict`` fuses carry its opinion), then the shape features of
+``exemplars.features`` on the mask and the image's own pixels (not the contrast-stretched model input: the
+features are relative). The same function computes them for an example and for an object being named.
 
 Masks: bool (N, H, W), (N, M, H, W) (the first mask of each object), (H, W) for one object, or a
 ``CompactMasks``; all in the original image's frame.
@@ -35,13 +36,11 @@ Reader = Callable[[slice, slice], np.ndarray]
 
 def feature_layout(model: Any) -> str:
     """The layout name of a model's example features: embedding widths and the shape features' version."""
-    width = model.config.embed_dim
-    clip = f"+clip{width}" if model.config.fusion.enabled else ""
-    return f"head{width}{clip}+shape{len(SHAPE_FEATURE_NAMES)}:1"
+    return f"head{model.config.embed_dim}+shape{len(SHAPE_FEATURE_NAMES)}:1"
 
 
 def embedding_width(model: Any) -> int:
-    return model.config.embed_dim * (2 if model.config.fusion.enabled else 1)
+    return int(model.config.embed_dim)
 
 
 def as_object_masks(masks: Any, size: tuple[int, int]) -> list[tuple[np.ndarray, tuple[int, int]]]:
@@ -98,7 +97,7 @@ def object_features(predictor: Any, masks: Any, read: Reader) -> np.ndarray:
 
 @torch.no_grad()
 def region_embeddings(predictor: Any, boxes: np.ndarray) -> np.ndarray:
-    """float32 (N, W) L2-normalised region embeddings of XYXY boxes (original frame), head then CLIP."""
+    """float32 (N, W) L2-normalised region embeddings of the naming head for XYXY boxes (original frame)."""
     model = predictor.model
     out = np.zeros((len(boxes), embedding_width(model)), np.float32)
     if len(boxes) == 0:
@@ -117,11 +116,9 @@ def region_embeddings(predictor: Any, boxes: np.ndarray) -> np.ndarray:
             corners = window.to_input(boxes[members].reshape(-1, 2, 2)).reshape(-1, 4)
             groups.append((predictor.tiles.get(window, routes[members[0]][0]), np.array(members), corners))
     for features, rows, rois in groups:
-        head, clip = model.region_embeddings(features, torch.as_tensor(rois, device=predictor.device))
-        parts = [F.normalize(head.float(), dim=-1)]
-        if clip is not None:
-            parts.append(F.normalize(clip.float(), dim=-1))
-        out[rows] = torch.cat(parts, dim=1).cpu().numpy()
+        rois = torch.as_tensor(rois, device=predictor.device)
+        head, _ = model.region_embeddings(features, rois, with_clip=False)
+        out[rows] = F.normalize(head.float(), dim=-1).cpu().numpy()
     return out
 
 
@@ -199,11 +196,9 @@ class ExemplarNaming:
     def inputs(predictor: Any, features: np.ndarray) -> np.ndarray:
         """The classifier's input: the features, then log text probabilities (n, K + 1) of their embeddings."""
         model = predictor.model
-        width = model.config.embed_dim
         tensor = torch.tensor(np.asarray(features, np.float32), device=predictor.device)
-        head = tensor[:, :width]
-        clip = tensor[:, width : 2 * width] if model.config.fusion.enabled else None
-        text = model.classify(head, clip, predictor.text_embeddings, predictor.seen)
+        head = tensor[:, : embedding_width(model)]
+        text = model.classify(head, None, predictor.text_embeddings, predictor.seen)
         return np.concatenate([features, np.log(text.float().cpu().numpy() + 1e-4)], axis=1)
 
     def probabilities(
