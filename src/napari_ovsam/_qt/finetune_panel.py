@@ -190,6 +190,7 @@ class FinetunePanel(QWidget):
             return None
         for label in (self._loss, self._before, self._after):
             label.setText("–")
+        self.result = None  # until this run ends
         self._progress.setRange(0, 0)
         job = self._jobs.start(
             LANE, _steps, data, predictor.model, self.options(), folder,
