@@ -2,12 +2,23 @@
 
     xvfb-run -a python scripts/make_screenshots.py [--out docs/images] [--model demo]
 
-Writes ``widget_start.png`` (the sample stack as it opens, model loaded, nothing annotated),
-``widget_2d.png`` (three committed objects and a live preview), ``widget_stack.png`` (an object carried
-through the stack), ``widget_everything.png`` (Segment everything on the 2D sample, committed and named) and
-``widget_large.png`` (a 1536 x 1536 zarr mosaic of held-out synthetic images, annotated at native resolution
-through tiles). The demo model is used when its weights are installed, else the tiny
-random one.
+Writes, in this order, 1400 x 900 each:
+
+- ``widget_start.png``: the sample stack as it opens, model loaded, nothing annotated;
+- ``widget_2d.png``: three committed objects and a live preview;
+- ``widget_stack.png``: an object carried through the stack;
+- ``widget_everything.png``: Segment everything on the 2D sample, committed and named;
+- ``widget_review.png``: the same objects in the table sorted by uncertainty, after N (next uncertain
+  object), K (accept its name) and Alt+2 (rename the next one to its second alternative);
+- ``widget_finetune.png``: the Fine-tune tab with those objects committed, before any run: Fine-tune pressed,
+  the status line counts the named objects per class and how many more it needs;
+- ``widget_large.png``: a 1536 x 1536 zarr mosaic of held-out synthetic images, annotated at native
+  resolution through tiles;
+- ``widget_teach.png``: the Teach tab on a synthetic image with dumbbells (a class the demo model never saw):
+  'dumbbell' added and taught by three commits, four other objects committed (wrong names corrected), a
+  fourth dumbbell's preview named from the examples.
+
+The demo model is used when its weights are installed, else the tiny random one. Nothing is trained.
 """
 
 from __future__ import annotations
@@ -18,10 +29,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = ROOT / "src" / "ovsam_model" / "weights" / "ovsam_demo.safetensors"
+TEACH_SEED = 9  # the synthetic image of the Teach scene: twelve objects, four of them dumbbells
 
 
 def wait_until(app, condition: Callable[[], bool], timeout: float = 120.0) -> None:
@@ -55,6 +69,18 @@ def object_boxes(image, count: int) -> list[list[list[int]]]:
     ]
 
 
+def mask_box(mask, margin: int = 1) -> list[list[int]]:
+    """(row, col) corner box of a bool (H, W) mask, ``margin`` px around it, inside the image."""
+    import numpy as np
+
+    rows, cols = np.nonzero(mask)
+    h, w = mask.shape
+    return [
+        [max(int(rows.min()) - margin, 0), max(int(cols.min()) - margin, 0)],
+        [min(int(rows.max()) + margin, h - 1), min(int(cols.max()) + margin, w - 1)],
+    ]
+
+
 def mosaic(side: int = 256, per_row: int = 6, seed: int = 11):
     """A (side * per_row)^2 uint16 mosaic of synthetic images (held-out seed) and its objects' XYXY boxes."""
     import numpy as np
@@ -80,6 +106,200 @@ def mosaic(side: int = 256, per_row: int = 6, seed: int = 11):
     return image, boxes
 
 
+@dataclass
+class Shots:
+    """The viewer with the docked widget, where the PNG files go, and the bundled samples.
+
+    flat / stack: the 2D sample and the stack sample as (data, add_image keyword arguments).
+    """
+
+    viewer: Any
+    app: Any
+    widget: Any
+    out: Path
+    model: str
+    flat: tuple[Any, dict[str, Any]]
+    stack: tuple[Any, dict[str, Any]]
+
+    def settle(self) -> None:
+        settle(self.app, self.widget)
+
+    def show(self, data: Any, kwargs: dict[str, Any], at: int | None = None) -> Any:
+        """Only this image in the viewer, chosen in the widget (at slice ``at`` of a stack); its layer."""
+        self.viewer.layers.clear()
+        image = self.viewer.add_image(data, **kwargs)
+        self.widget._image_panel._image.setCurrentText(image.name)
+        if at is not None:
+            self.viewer.dims.set_point(0, at)
+        self.settle()
+        return image
+
+    def prompt(self, point=None, box=None) -> None:
+        """Add a positive point ((..., row, col)) and / or a box ((..., row, col) corners) as the user would."""
+        import numpy as np  # with napari_ovsam (napari, Qt): heavy, loaded once the arguments are parsed
+
+        from napari_ovsam import _layers
+        from napari_ovsam.prompts import box_to_shape_vertices
+
+        if point is not None:
+            self.viewer.layers[_layers.POINTS].add(np.asarray([point], float))
+        if box is not None:
+            (*lead, r0, c0), (*_, r1, c1) = box
+            vertices = box_to_shape_vertices((c0, r0, c1, r1), tuple(lead))
+            self.viewer.layers[_layers.BOXES].add_rectangles(vertices)
+
+    def shot(self, name: str) -> None:
+        self.settle()
+        self.viewer.screenshot(str(self.out / name), canvas_only=False)
+
+    def press(self, key: str) -> None:
+        """Press a key on the canvas (the viewer's key binding), then settle."""
+        from napari.utils.key_bindings import coerce_keybinding  # heavy: napari
+
+        self.viewer.keymap[coerce_keybinding(key)](self.viewer)
+        self.settle()
+
+
+def two_d(s: Shots) -> None:
+    """Three objects committed from boxes, a fourth previewed from a click."""
+    import numpy as np
+
+    image = s.show(*s.flat)
+    boxes = object_boxes(np.asarray(image.data), 4)
+    for box in boxes[:3]:
+        s.prompt(box=box)
+    s.widget.commit()
+    (r0, c0), (r1, c1) = boxes[3]
+    s.prompt(point=[(r0 + r1) // 2, (c0 + c1) // 2])
+    s.widget.segment()
+    s.viewer.reset_view()
+    s.shot("widget_2d.png")
+
+
+def stack(s: Shots) -> None:
+    """An object boxed on slice 3 and propagated through the stack."""
+    import numpy as np
+
+    layer = s.show(*s.stack, at=3)
+    (r0, c0), (r1, c1) = object_boxes(np.asarray(layer.data[3]), 1)[0]
+    s.prompt(box=[[3, r0, c0], [3, r1, c1]])
+    s.widget.commit()
+    s.widget._stack._min_iou.setValue(0.0 if s.model == "demo" else -1.0)
+    s.widget._stack._min_overlap.setValue(0.3 if s.model == "demo" else 0.0)
+    s.widget.propagate()
+    s.settle()
+    s.widget._tabs.setCurrentWidget(s.widget._stack)
+    s.viewer.reset_view()
+    s.shot("widget_stack.png")
+
+
+def everything_and_review(s: Shots) -> None:
+    """Segment everything on the 2D sample and commit; then review: N, K, Alt+2 in the sorted table."""
+    s.show(*s.flat)
+    s.widget._tabs.setCurrentWidget(s.widget._automatic)
+    s.widget._automatic._points.setValue(16)
+    s.widget.segment_everything("this slice")
+    s.settle()
+    s.widget.commit()
+    s.viewer.reset_view()
+    s.shot("widget_everything.png")
+
+    s.widget._tabs.setCurrentWidget(s.widget._annotate)
+    for key in ("N", "K", "Alt-2"):
+        s.press(key)
+    s.viewer.scene.camera.zoom *= 1.3
+    s.shot("widget_review.png")
+
+
+def finetune(s: Shots) -> None:
+    """The Fine-tune tab on the objects committed so far; Fine-tune pressed with too few objects to train
+    on, so the status line counts them (nothing runs)."""
+    panel = s.widget._finetune
+    folder = Path(tempfile.mkdtemp()) / "cells"
+    folder.mkdir()
+    panel._folder.setText(str(folder))
+    s.widget._tabs.setCurrentWidget(panel)
+    if panel.training_set() is not None:
+        raise RuntimeError(
+            "The Fine-tune screenshot shows the objects counted before any run, but there are enough to "
+            "train on: commit fewer objects in its scene."
+        )
+    panel._start_btn.click()
+    s.viewer.reset_view()
+    s.shot("widget_finetune.png")
+
+
+def large(s: Shots) -> None:
+    """A zarr mosaic annotated through tiles: five objects committed, a sixth previewed, zoomed on them."""
+    import numpy as np
+    import zarr  # heavy, and only this scene needs it
+
+    s.widget._tabs.setCurrentWidget(s.widget._annotate)
+    pixels, object_boxes_xyxy = mosaic()
+    store = zarr.create_array(
+        store=str(Path(tempfile.mkdtemp()) / "mosaic.zarr"),
+        shape=pixels.shape,
+        dtype=pixels.dtype,
+        chunks=(512, 512),
+    )
+    store[...] = pixels
+    lo, hi = np.percentile(pixels, [0.5, 99.5])
+    s.show(store, {"name": "mosaic (1536 x 1536, zarr)", "contrast_limits": (float(lo), float(hi))})
+    chosen = [b for b in object_boxes_xyxy if 560 <= b[0] < 980 and 480 <= b[1] < 860][:6]
+    for x0, y0, x1, y1 in chosen[:5]:
+        s.prompt(box=[[y0, x0], [y1, x1]])
+    s.settle()
+    s.widget.commit()
+    s.settle()
+    x0, y0, x1, y1 = chosen[5]
+    s.prompt(box=[[y0, x0], [y1, x1]])
+    s.settle()
+    corners = np.array(chosen, float)
+    camera = s.viewer.scene.camera
+    camera.center = (float(corners[:, [1, 3]].mean()), float(corners[:, [0, 2]].mean()) + 20)
+    camera.zoom = 820 / (max(np.ptp(corners[:, [1, 3]]), np.ptp(corners[:, [0, 2]])) + 120)
+    s.shot("widget_large.png")
+
+
+def teach(s: Shots) -> None:
+    """'dumbbell' added in the Teach tab and taught by three commits; four other objects committed (names
+    corrected where the model was wrong); the remaining dumbbells previewed, named from the examples."""
+    import numpy as np
+
+    from ovsam_model.data.synthetic_images import ALL_CLASS_NAMES, generate_image
+
+    picture = generate_image(np.random.default_rng(TEACH_SEED), 256, (10, 15), extra_classes=True)
+    truth = [ALL_CLASS_NAMES[c] for c in picture.labels]
+    dumbbells = [m for m, name in zip(picture.masks, truth) if name == "dumbbell"]
+    others = [
+        (m, name) for m, name in zip(picture.masks, truth) if name in ("cluster", "ring", "nucleus", "rod")
+    ]
+    s.show(picture.image, {"name": "cells (synthetic, with dumbbells)"})
+    panel = s.widget._teach
+    s.widget._tabs.setCurrentWidget(panel)
+    panel._new_class.setText("dumbbell")
+    panel._add.click()
+    for mask in dumbbells[:3]:
+        s.prompt(box=mask_box(mask))
+    s.widget.commit()
+    s.settle()
+    panel._commit_class.setCurrentIndex(0)  # back to the model's choice
+    panel._commit_class.activated.emit(0)
+    for mask, _ in others[:4]:
+        s.prompt(box=mask_box(mask))
+    group = s.widget.commit()
+    s.settle()
+    for label_id, (_, name) in zip(group.label_ids, others[:4]):
+        if s.widget.session.target.row(label_id)["class_name"] != name:
+            s.widget._labels.table.renamed.emit(label_id, name)  # the user corrects a name
+    s.settle()
+    for mask in dumbbells[3:]:
+        s.prompt(box=mask_box(mask))
+    s.widget.segment()
+    s.viewer.reset_view()
+    s.shot("widget_teach.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python scripts/make_screenshots.py", description=__doc__.split("\n")[0]
@@ -92,113 +312,33 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Heavy: napari, Qt and torch load after the arguments are parsed.
     import napari
-    import numpy as np
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from napari_ovsam import _layers
     from napari_ovsam._qt.widget import OVSAMWidget
     from napari_ovsam._sample_data import sample_2d, sample_stack
-    from napari_ovsam.prompts import box_to_shape_vertices
 
-    def prompt(point=None, box=None) -> None:
-        if point is not None:
-            viewer.layers[_layers.POINTS].add(np.asarray([point], float))
-        if box is not None:
-            (*lead, r0, c0), (*_, r1, c1) = box
-            viewer.layers[_layers.BOXES].add_rectangles(box_to_shape_vertices((c0, r0, c1, r1), tuple(lead)))
-
+    started = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
     viewer.window._qt_window.resize(1400, 900)
     stack_data, stack_kwargs, _ = sample_stack()[0]
+    image_data, image_kwargs, _ = sample_2d()[0]
     viewer.add_image(stack_data, **stack_kwargs)
     widget = OVSAMWidget(viewer)
     viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
     torch.manual_seed(0)
     widget._model_panel._device.setCurrentText("cpu")
     widget.load_model(args.model)
-    settle(app, widget)
-    viewer.screenshot(str(args.out / "widget_start.png"), canvas_only=False)
-
-    viewer.layers.clear()
-    image_data, image_kwargs, _ = sample_2d()[0]
-    image = viewer.add_image(image_data, **image_kwargs)
-    widget._image_panel._image.setCurrentText(image.name)
-    settle(app, widget)
-    boxes = object_boxes(np.asarray(image.data), 4)
-    for box in boxes[:3]:
-        prompt(box=box)
-    widget.commit()
-    (r0, c0), (r1, c1) = boxes[3]
-    prompt(point=[(r0 + r1) // 2, (c0 + c1) // 2])
-    widget.segment()
-    viewer.reset_view()
-    settle(app, widget)
-    viewer.screenshot(str(args.out / "widget_2d.png"), canvas_only=False)
-
-    viewer.layers.clear()
-    stack = viewer.add_image(stack_data, **stack_kwargs)
-    widget._image_panel._image.setCurrentText(stack.name)
-    viewer.dims.set_point(0, 3)
-    settle(app, widget)
-    (r0, c0), (r1, c1) = object_boxes(np.asarray(stack.data[3]), 1)[0]
-    prompt(box=[[3, r0, c0], [3, r1, c1]])
-    widget.commit()
-    widget._stack._min_iou.setValue(0.0 if args.model == "demo" else -1.0)
-    widget._stack._min_overlap.setValue(0.3 if args.model == "demo" else 0.0)
-    widget.propagate()
-    settle(app, widget)
-    widget._tabs.setCurrentWidget(widget._stack)
-    viewer.reset_view()
-    settle(app, widget)
-    viewer.screenshot(str(args.out / "widget_stack.png"), canvas_only=False)
-
-    viewer.layers.clear()
-    image = viewer.add_image(image_data, **image_kwargs)
-    widget._image_panel._image.setCurrentText(image.name)
-    widget._tabs.setCurrentWidget(widget._automatic)
-    settle(app, widget)
-    widget._automatic._points.setValue(16)
-    widget.segment_everything("this slice")
-    settle(app, widget)
-    widget.commit()
-    viewer.reset_view()
-    settle(app, widget)
-    viewer.screenshot(str(args.out / "widget_everything.png"), canvas_only=False)
-
-    import zarr
-
-    viewer.layers.clear()
-    widget._tabs.setCurrentWidget(widget._annotate)
-    pixels, object_boxes_xyxy = mosaic()
-    store = zarr.create_array(
-        store=str(Path(tempfile.mkdtemp()) / "mosaic.zarr"),
-        shape=pixels.shape,
-        dtype=pixels.dtype,
-        chunks=(512, 512),
+    shots = Shots(
+        viewer, app, widget, args.out, args.model, (image_data, image_kwargs), (stack_data, stack_kwargs)
     )
-    store[...] = pixels
-    lo, hi = np.percentile(pixels, [0.5, 99.5])
-    large = viewer.add_image(store, name="mosaic (1536 x 1536, zarr)", contrast_limits=(float(lo), float(hi)))
-    widget._image_panel._image.setCurrentText(large.name)
-    settle(app, widget)
-    chosen = [b for b in object_boxes_xyxy if 560 <= b[0] < 980 and 480 <= b[1] < 860][:6]
-    for x0, y0, x1, y1 in chosen[:5]:
-        prompt(box=[[y0, x0], [y1, x1]])
-    settle(app, widget)
-    widget.commit()
-    settle(app, widget)
-    x0, y0, x1, y1 = chosen[5]
-    prompt(box=[[y0, x0], [y1, x1]])
-    settle(app, widget)
-    corners = np.array(chosen, float)
-    viewer.scene.camera.center = (float(corners[:, [1, 3]].mean()), float(corners[:, [0, 2]].mean()) + 20)
-    viewer.scene.camera.zoom = 820 / (max(np.ptp(corners[:, [1, 3]]), np.ptp(corners[:, [0, 2]])) + 120)
-    settle(app, widget)
-    viewer.screenshot(str(args.out / "widget_large.png"), canvas_only=False)
-    print(f"Wrote {', '.join(p.name for p in sorted(args.out.glob('widget_*.png')))} to {args.out}")
+    shots.shot("widget_start.png")
+    for scene in (two_d, stack, everything_and_review, finetune, large, teach):
+        scene(shots)
+    names = ", ".join(p.name for p in sorted(args.out.glob("widget_*.png")))
+    print(f"Wrote {names} to {args.out} in {time.monotonic() - started:.0f} s")
     widget.close()
     viewer.close()
     return 0
