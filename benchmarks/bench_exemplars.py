@@ -9,12 +9,14 @@ click at its interior point: ``evaluation.gt_prompts``), and the mask the model 
 the example (``predictor.example_features``), not the true mask. For n = 1, 3, 5, 10, 20 examples per class
 (all seven classes get examples), drawn at random from those objects (``--repeats`` draws, mean reported), the
 predictor learns them (``add_examples``) and names every object of the held-out images from the same kind of
-prompt. Printed: the share named right among new-class and among known-class objects, and the text-only demo
-(no examples) on the known ones. Targets (box prompts): 10 per class, new >= 78 % and known >= 93 %; 5 per
-class, new >= 65 %.
+prompt (each image decoded once; each taught predictor names those masks with ``fuse_examples``, the step its
+``predict`` adds to the text-only one). Printed: the share named right among new-class and among known-class
+objects, and the text-only demo (no examples) on the known ones; at 10 per class (box prompts), the same draws
+fused with other text weights (``--text-weights``: the trade-off between new and known classes). Targets (box
+prompts): 10 per class, new >= 78 % and known >= 93 %; 5 per class, new >= 65 %.
 
-Costs, side by side in one run: fitting the exemplar classifier on 200 examples (``set_examples`` plus one
-single-box ``predict`` minus that ``predict`` alone, which fits nothing; target < 1 s) and naming latency per
+Costs, side by side in one run: fitting the exemplar classifier on 200 examples (what the first ``predict``
+after a change of examples does before naming: ``ExemplarNaming.classifier``; target < 1 s) and naming latency per
 box prompt, one prompt at a time, with 10 examples per class vs without examples, same prompts, interleaved
 (target <= 1.2x).
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import statistics
 import time
@@ -42,10 +45,13 @@ from ovsam_model.data.synthetic import (
     image_rng,
 )
 from ovsam_model.evaluation.gt_prompts import gt_prompts, mask_ious
+from ovsam_model.exemplars import FusionSettings
+from ovsam_model.exemplars.learning import ExemplarNaming
 
 KINDS = {"box": "box", "click": "point"}  # printed name -> gt_prompts kind
 TARGETS = (("box", 10, "new", 78.0), ("box", 10, "known", 93.0), ("box", 5, "new", 65.0))
 FIT_EXAMPLES, FIT_TARGET_S, LATENCY_TARGET, LATENCY_SHOTS = 200, 1.0, 1.2, 10
+SWEEP_SHOTS = 10  # examples per class of the text-weight sweep
 
 
 def images(seed: int, split: str, count: int, size: int) -> list:
@@ -91,10 +97,15 @@ def draw(pool: dict[str, np.ndarray], shots: int, rng: np.random.Generator) -> n
     return np.concatenate(chosen)
 
 
-def taught(base: OVSAMPredictor, pool: dict[str, np.ndarray], rows: np.ndarray) -> OVSAMPredictor:
-    """A predictor on the same model that has learnt the pool's ``rows`` as examples."""
+def taught(
+    base: OVSAMPredictor, pool: dict[str, np.ndarray], rows: np.ndarray, text_weight: float | None = None
+) -> OVSAMPredictor:
+    """A predictor on the same model that has learnt the pool's ``rows`` as examples (with another text
+    weight of the fusion where given)."""
     predictor = copy.copy(base)
     predictor.set_examples(None)
+    if text_weight is not None:
+        predictor.exemplar_settings = dataclasses.replace(base.exemplar_settings, text_weight=text_weight)
     predictor.add_examples(pool["features"][rows], [ALL_CLASS_NAMES[i] for i in pool["labels"][rows]])
     return predictor
 
@@ -102,8 +113,13 @@ def taught(base: OVSAMPredictor, pool: dict[str, np.ndarray], rows: np.ndarray) 
 def evaluate(
     base: OVSAMPredictor, taught_predictors: dict[tuple, OVSAMPredictor], samples: list, kind: str
 ) -> dict[tuple, dict[str, np.ndarray]]:
-    """Per predictor key (and ("text",) for the base): correct (n,), unknown (n,), new (n,), iou (n,)."""
+    """Per predictor key (and ("text",) for the base): correct (n,), unknown (n,), new (n,), iou (n,).
+
+    Each image's prompts are decoded once, by the base; every taught predictor then names those masks from the
+    same text probabilities and its examples (``fuse_examples``: the step ``predict`` adds once it has
+    examples), so the rows differ in their examples only."""
     out: dict[tuple, dict[str, list]] = {}
+    k = len(CLASS_NAMES)
     for sample in samples:
         if len(sample.masks) == 0:
             continue
@@ -111,16 +127,23 @@ def evaluate(
         state = base.get_image_embedding()
         truth = np.array([ALL_CLASS_NAMES[i] for i in sample.labels])
         new = sample.labels >= len(CLASS_NAMES)
+        decoded = base.predict(**prompt_args(sample.masks, kind), top_k=k)
+        text = np.zeros((len(truth), k + 1), np.float32)
+        np.put_along_axis(text, decoded.topk_ids, decoded.topk_scores, axis=1)
+        text[:, -1] = decoded.background
+        iou = mask_ious(decoded.masks[:, 0], sample.masks)
         for key, predictor in {("text",): base, **taught_predictors}.items():
-            if predictor is not base:
+            if predictor is base:
+                names, unknown = np.asarray(decoded.class_names), np.zeros(len(truth), bool)
+            else:
                 predictor.set_image_embedding(state, image=sample.image)
-            result = predictor.predict(**prompt_args(sample.masks, kind))
-            unknown = result.unknown if result.unknown is not None else np.zeros(len(truth), bool)
+                fused, unknown, classes = predictor.fuse_examples(text, decoded.masks)
+                names = np.asarray(classes)[fused[:, :-1].argmax(axis=1)]
             row = out.setdefault(key, {"correct": [], "unknown": [], "new": [], "iou": []})
-            row["correct"].append(np.asarray(result.class_names) == truth)
+            row["correct"].append(names == truth)
             row["unknown"].append(np.asarray(unknown, bool))
             row["new"].append(new)
-            row["iou"].append(mask_ious(result.masks[:, 0], sample.masks))
+            row["iou"].append(iou)
     return {key: {k: np.concatenate(v) for k, v in row.items()} for key, row in out.items()}
 
 
@@ -161,25 +184,20 @@ def fit_and_latency(
     fit_set = base.examples.add(pool["features"][rows], names)
     base.set_image(sample.image)
     boxes = gt_prompts(sample.masks, "box")["boxes"]
-    fitter = copy.copy(base)
     with_examples = taught(base, pool, draw(pool, LATENCY_SHOTS, rng))
 
-    def fit_and_name() -> None:
-        fitter.set_examples(fit_set)  # a new set: the classifier is fitted on the next predict
-        fitter.predict(boxes=boxes[:1])
-
-    def name_only() -> None:  # the same predict on the fitted classifier
-        fitter.predict(boxes=boxes[:1])
+    def fit() -> None:  # what the first predict after a change of examples does before naming
+        ExemplarNaming(fit_set, base.exemplar_settings).classifier(base)
 
     def per_prompt(predictor: OVSAMPredictor):
         return lambda: [predictor.predict(boxes=box[None]) for box in boxes]
 
-    fit = interleaved({"fit": fit_and_name, "name": name_only}, rounds=rounds, warmup=1)
+    fit_s = interleaved({"fit": fit}, rounds=rounds, warmup=1)["fit"]
     latency = interleaved(
         {"without": per_prompt(base), "with": per_prompt(with_examples)}, rounds=rounds, warmup=1
     )
     return {
-        "fit_s": fit["fit"] - fit["name"],
+        "fit_s": fit_s,
         "fit_pool": float(len(pool["labels"])),
         "without_ms": 1000 * latency["without"] / len(boxes),
         "with_ms": 1000 * latency["with"] / len(boxes),
@@ -212,12 +230,21 @@ def real_size_latency(name: str, rounds: int) -> dict[str, float]:
     }
 
 
+def base_text_weight() -> float:
+    return FusionSettings().text_weight
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
 def report(
-    args: argparse.Namespace, pools: dict, notes: list[str], curves: dict, costs: dict[str, float]
+    args: argparse.Namespace,
+    pools: dict,
+    notes: list[str],
+    curves: dict,
+    costs: dict[str, float],
+    sweeps: dict[float, tuple],
 ) -> None:
     print(f"machine: {machine()}, load average {os.getloadavg()[0]:.2f}")
     print(
@@ -243,6 +270,15 @@ def report(
             draws = ", ".join(f"{v:.1f}" for v in runs)
             flagged = "-" if n == 0 else f"{unknown:.1f} %"
             print(f"| {kind} | {label} | {new:.1f} % | {known:.1f} % | {flagged} | {draws} |")
+    if sweeps:
+        default = base_text_weight()
+        print(
+            f"\nbox, {SWEEP_SHOTS} per class, the fusion's text weight (default {default}): new / known classes"
+        )
+        rows = {**sweeps, default: curves["box"][SWEEP_SHOTS]}
+        for weight in sorted(rows):
+            new, known = rows[weight][:2]
+            print(f"  text weight {weight:g}: {new:.1f} % / {known:.1f} %")
     print()
     for kind, n, group, target in TARGETS:
         if n in curves.get(kind, {}):
@@ -285,6 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5, 10, 20], help="examples per class")
     p.add_argument("--repeats", type=int, default=3, help="random draws of the examples per row")
     p.add_argument("--prompts", nargs="+", default=list(KINDS), choices=list(KINDS), help="prompt kinds")
+    p.add_argument(
+        "--text-weights",
+        type=float,
+        nargs="*",
+        default=[0.0, 0.25, 1.0, 1.5],
+        help="other text weights of the fusion tried at 10 per class, box prompts (the trade-off)",
+    )
     p.add_argument("--rounds", type=int, default=10, help="timed rounds of the fit and latency measurements")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
@@ -309,17 +352,21 @@ def main(argv: list[str] | None = None) -> None:
     base.examples  # noqa: B018 (computes the model's fingerprint once; the taught copies share it)
     example_samples = images(args.example_seed, args.example_split, args.example_images, args.size)
     eval_samples = images(args.eval_seed, args.eval_split, args.eval_images, args.size)
-    pools, curves, notes = {}, {}, []
+    pools, curves, notes, sweeps = {}, {}, [], {}
     for kind in args.prompts:
         rng = np.random.default_rng([args.seed, list(KINDS).index(kind)])  # draws independent of --prompts
         pools[kind] = example_pool(base, example_samples, kind)
-        predictors = {
-            (kind, n, r): taught(base, pools[kind], draw(pools[kind], n, rng))
-            for n in args.shots
-            for r in range(args.repeats)
-        }
+        drawn = {(n, r): draw(pools[kind], n, rng) for n in args.shots for r in range(args.repeats)}
+        predictors = {(kind, n, r): taught(base, pools[kind], rows) for (n, r), rows in drawn.items()}
+        if kind == "box" and SWEEP_SHOTS in args.shots:  # the same draws, other text weights
+            for weight in args.text_weights:
+                for r in range(args.repeats):
+                    rows = drawn[(SWEEP_SHOTS, r)]
+                    predictors[("sweep", weight, r)] = taught(base, pools[kind], rows, weight)
         results = evaluate(base, predictors, eval_samples, kind)
         curves[kind] = accuracy_rows(kind, results, args.shots)
+        if kind == "box":
+            sweeps = {w: accuracy_rows("sweep", results, [w])[w] for w in args.text_weights}
         notes.append(held_out_summary(kind, results))
     box_pool = pools.get("box") or example_pool(base, example_samples, "box")
     costs = fit_and_latency(
@@ -328,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.real_size_model != "none":
         real = real_size_latency(args.real_size_model, args.rounds)
         costs.update({f"real_{k}": v for k, v in real.items()})
-    report(args, pools, notes, curves, costs)
+    report(args, pools, notes, curves, costs, sweeps)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 # Inverse regularisation strength of the logistic regression (sklearn's C), on standardised features.
-DEFAULT_C = 1.0
+DEFAULT_C = 0.3
 _MIN_SCALE = 1e-3
 
 

@@ -137,8 +137,9 @@ def _intensity_features(crop: ObjectCrop) -> list[float]:
     mask, grey = crop.mask, crop.grey
     inside = grey[mask]
     outside = grey[~mask]
-    background = float(np.median(outside)) if outside.size else float(inside.min())
-    spread = float(np.percentile(outside, 90) - np.percentile(outside, 10)) if outside.size > 4 else 0.0
+    low, background, high_out = np.percentile(outside, (10, 50, 90)) if outside.size > 4 else (0, 0, 0)
+    background = float(background) if outside.size > 4 else float(inside.min())
+    spread = float(high_out - low)
     above = inside - background
     level = max(float(above.mean()), _EPS)
     scale = max(spread, 0.05 * abs(background), _EPS)
@@ -149,10 +150,10 @@ def _intensity_features(crop: ObjectCrop) -> list[float]:
     core_mean = float(grey[core].mean() - background) if core.any() else level
     rim_mean = float(grey[rim].mean() - background) if rim.any() else level
     high = float(np.percentile(above, 95))
-    laplace = np.abs(ndimage.laplace(ndimage.gaussian_filter(grey, 0.7)))[mask].mean()
     centred = above - above.mean()
     std = float(centred.std())
     smooth = ndimage.gaussian_filter(grey, 1.0)
+    laplace = np.abs(ndimage.laplace(smooth))[mask].mean()
     spots = ndimage.white_tophat(smooth, footprint=_DISK)[mask].mean()
     peak = (smooth == ndimage.maximum_filter(smooth, size=3)) & mask & (smooth > background + level / 2)
     peak &= smooth > ndimage.uniform_filter(smooth, size=3) + 0.02 * level  # a summit, not a plateau
