@@ -2,8 +2,8 @@
 :class:`~napari_ovsam.session.AnnotationSession` (the Qt-free state and logic).
 
 Scriptable: ``load_model()``, ``set_vocabulary()``, ``segment()``, ``commit()``, ``undo()``, ``clear_prompts()``,
-``toggle_points()``, ``segment_everything()``, ``name_labels()``, ``precompute()``, ``propagate()``, ``cancel()``,
-``busy`` and ``status``. The image encoder
+``toggle_points()``, ``segment_everything()``, ``name_labels()``, ``precompute()``, ``propagate()``,
+``finetune()``, ``cancel()``, ``busy`` and ``status``. The image encoder
 only runs in thread workers (``jobs``); the GUI thread decodes prompts on cached embeddings (milliseconds).
 
 Keys: S segment, C commit, Shift+C clear prompts, T flip points, Ctrl+Z undo the last commit. They are bound
@@ -33,10 +33,11 @@ from ..targets import CommitGroup
 from .annotate_panel import AnnotatePanel
 from .automatic_panel import AutomaticPanel
 from .embeddings import EmbeddingScheduler
+from .finetune_panel import FinetunePanel
 from .image_panel import ImagePanel
 from .jobs import Job, JobRunner
 from .labels_view import LabelsView
-from .model_panel import ModelPanel
+from .model_panel import CHECKPOINT_ITEM, ModelPanel
 from .review import ReviewPanel
 from .stack_panel import StackPanel
 from .status import StatusPanel
@@ -105,6 +106,11 @@ class OVSAMWidget(QWidget):
             **common, vocabulary=self._vocabulary.parse, on_loaded=self._on_model_loaded,
             on_demo_chosen=lambda: self._vocabulary.use_preset(DEMO_PRESET),
         )  # fmt: skip
+        self._finetune = FinetunePanel(
+            viewer=viewer, **common, use_contrast=lambda: self._image_panel.contrast_limits() is not None,
+            load_model=lambda path: self.load_model(CHECKPOINT_ITEM, None, path),
+            set_vocabulary=self.set_vocabulary,
+        )  # fmt: skip
         self._layout()
         self._connect()
         self._model_panel.on_model_choice()
@@ -123,6 +129,7 @@ class OVSAMWidget(QWidget):
             (self._vocabulary, "Vocabulary"),
             (self._stack, "Stack"),
             (self._teach, "Teach"),
+            (self._finetune, "Fine-tune"),
         ):
             self._tabs.addTab(panel, title)
         layout.addWidget(self._tabs, stretch=1)
@@ -164,6 +171,11 @@ class OVSAMWidget(QWidget):
     ) -> Job | None:
         """Load a model in the background (default: the chosen one); returns the job, or None if refused."""
         return self._model_panel.load_model(name, device, checkpoint)
+
+    def finetune(self) -> Job | None:
+        """Fine-tune the loaded model on the committed, named objects of the open images (background
+        process); returns the job, or None if refused."""
+        return self._finetune.finetune()
 
     def set_vocabulary(self, text: str | None = None) -> Job | None:
         """Name the next objects from ``text`` (one class per line; default: the editor's)."""
@@ -249,7 +261,7 @@ class OVSAMWidget(QWidget):
             self._embeddings.slice_changed()
 
     def _on_busy(self, lanes: set[str]) -> None:
-        for panel in (self._annotate, self._automatic, self._stack, self._model_panel):
+        for panel in (self._annotate, self._automatic, self._stack, self._model_panel, self._finetune):
             panel.set_busy(lanes)
         self._status_panel.show_busy(bool(lanes))
 
