@@ -14,27 +14,12 @@ import pytest
 from widget_helpers import idle
 
 from napari_ovsam import _layers
-from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam._sample_data import sample_2d, sample_stack
 from napari_ovsam.automatic import visible_region
 from napari_ovsam.proposals import SOURCE_COLUMN
 from ovsam_model.data.coco_json import interior_point
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, qtbot):
-    widget = OVSAMWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
-    yield widget
-    widget.close()
-    qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
 
 
 def load_demo(qtbot, widget, viewer, image):

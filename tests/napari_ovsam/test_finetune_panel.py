@@ -64,20 +64,6 @@ def test_an_image_without_named_objects_gives_nothing_and_wrong_labels_are_refus
 
 
 # ------------------------------------------------------------------------------------------------ the panel
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, qtbot):
-    widget = OVSAMWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
-    yield widget
-    widget.close()
-    qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=60000)
-
-
 def _panel(widget: OVSAMWidget, viewer, folder: Path) -> FinetunePanel:
     """The panel wired as the widget wires it (its tab added here)."""
     panel = FinetunePanel(

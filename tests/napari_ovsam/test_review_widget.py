@@ -14,26 +14,11 @@ from napari.utils.shortcuts import default_shortcuts
 from napari_ovsam import _layers
 from napari_ovsam._qt.objects_table import CLASS, ID, MARGIN
 from napari_ovsam._qt.review import REVIEW_LAYER
-from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam.results import ObjectResults
 
 pytestmark = pytest.mark.gui
 REVIEW_KEYS = ["N", "Shift-N", "K", "Alt-1", "Alt-2", "Alt-3", "Alt-4", "Alt-5"]
 NAMES = ["rod", "ring", "nucleus"]
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, qtbot):
-    widget = OVSAMWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
-    yield widget
-    widget.close()
-    qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
 
 
 def press(viewer, key):

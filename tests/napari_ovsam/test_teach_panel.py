@@ -15,7 +15,6 @@ from widget_helpers import idle, load_tiny
 from napari_ovsam import _layers
 from napari_ovsam._qt.objects_table import CLASS
 from napari_ovsam._qt.teach_panel import MODEL_CHOICE
-from napari_ovsam._qt.widget import OVSAMWidget
 from napari_ovsam._sample_data import sample_2d
 from napari_ovsam._writer import write_coco
 from napari_ovsam.coco_layers import coco_layer_data
@@ -29,20 +28,6 @@ from ovsam_model.vocabulary import DEMO_CLASSES
 pytestmark = pytest.mark.gui
 BOXES = ([[20, 80], [60, 120]], [[150, 30], [220, 100]], [[90, 150], [140, 210]])  # (row, col) corners
 INSIDE_A_TILE = [[143, 184], [182, 212]]  # a bright object within one tile of the tiny model's 3 x 3 grid
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, qtbot):
-    widget = OVSAMWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
-    yield widget
-    widget.close()
-    qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
 
 
 @pytest.fixture

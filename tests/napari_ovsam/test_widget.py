@@ -27,20 +27,6 @@ from ovsam_model.vocabulary import DEMO_CLASSES
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, qtbot):
-    widget = OVSAMWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="OV-SAM Annotator", area="right")
-    yield widget
-    widget.close()
-    qtbot.waitUntil(lambda: not widget._jobs.jobs, timeout=30000)
-
-
 def add_sample(viewer, sample):
     data, attributes, _ = sample()[0]
     return viewer.add_image(data, **attributes)
