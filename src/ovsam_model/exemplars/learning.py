@@ -116,8 +116,8 @@ def region_embeddings(predictor: Any, boxes: np.ndarray) -> np.ndarray:
             corners = window.to_input(boxes[members].reshape(-1, 2, 2)).reshape(-1, 4)
             groups.append((predictor.tiles.get(window, routes[members[0]][0]), np.array(members), corners))
     for features, rows, rois in groups:
-        rois = torch.as_tensor(rois, device=predictor.device)
-        head, _ = model.region_embeddings(features, rois, with_clip=False)
+        boxes_in = torch.as_tensor(rois, device=predictor.device)
+        head, _ = model.region_embeddings(features, boxes_in, with_clip=False)
         out[rows] = F.normalize(head.float(), dim=-1).cpu().numpy()
     return out
 
