@@ -72,8 +72,14 @@ def _tight(mask: np.ndarray, offset: tuple[int, int]) -> tuple[np.ndarray, tuple
 
 def object_features(predictor: Any, masks: Any, read: Reader) -> np.ndarray:
     """float32 (N, F) features of the masks on the predictor's image; ``read(rows, cols)`` gives its pixels."""
+    return crop_features(predictor, as_object_masks(masks, predictor.original_size), read)
+
+
+def crop_features(
+    predictor: Any, objects: Sequence[tuple[np.ndarray, tuple[int, int]]], read: Reader
+) -> np.ndarray:
+    """``object_features`` of masks already cropped to their boxes (``as_object_masks``)."""
     size = predictor.original_size
-    objects = as_object_masks(masks, size)
     empty = [i for i, (crop, _) in enumerate(objects) if crop.size == 0]
     if empty:
         raise ValueError(

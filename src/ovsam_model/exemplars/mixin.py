@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..fingerprint import model_fingerprint
-from ..prediction import CompactMasks, Prediction
+from ..prediction import Prediction
 from .features import SHAPE_FEATURE_NAMES
 from .fusion import FusionSettings, class_union
 from .learning import (
@@ -17,6 +17,7 @@ from .learning import (
     ExemplarNaming,
     as_object_masks,
     check_new_names,
+    crop_features,
     embedding_width,
     feature_layout,
     full_probabilities,
@@ -154,13 +155,6 @@ class ExamplesMixin:
             pixels = self._pixels
             if pixels is None:
                 raise ValueError(NO_PIXELS)
-            chosen = _select(masks, filled)
-            out[filled] = object_features(self, chosen, lambda rows, cols: np.asarray(pixels[rows, cols]))
+            chosen = [objects[i] for i in filled]
+            out[filled] = crop_features(self, chosen, lambda rows, cols: np.asarray(pixels[rows, cols]))
         return out.astype(np.float32)
-
-
-def _select(masks: Any, rows: list[int]) -> Any:
-    if isinstance(masks, CompactMasks):
-        return CompactMasks([masks.crops[i] for i in rows], masks.offsets[rows], masks.image_size)
-    dense = np.asarray(masks)
-    return dense[rows]
