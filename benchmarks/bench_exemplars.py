@@ -128,9 +128,7 @@ def evaluate(
         truth = np.array([ALL_CLASS_NAMES[i] for i in sample.labels])
         new = sample.labels >= len(CLASS_NAMES)
         decoded = base.predict(**prompt_args(sample.masks, kind), top_k=k)
-        text = np.zeros((len(truth), k + 1), np.float32)
-        np.put_along_axis(text, decoded.topk_ids, decoded.topk_scores, axis=1)
-        text[:, -1] = decoded.background
+        text = decoded.probabilities(k)
         iou = mask_ious(decoded.masks[:, 0], sample.masks)
         for key, predictor in {("text",): base, **taught_predictors}.items():
             if predictor is base:

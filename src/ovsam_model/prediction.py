@@ -173,6 +173,15 @@ class Prediction:
     def __len__(self) -> int:
         return len(self.class_ids)
 
+    def probabilities(self, k: int) -> np.ndarray:
+        """float32 (N, k + 1) class probabilities, background last, of a prediction made with top_k = k (all
+        its classes; zeros where it has no background)."""
+        out = np.zeros((len(self), k + 1), np.float32)
+        np.put_along_axis(out, self.topk_ids, self.topk_scores, axis=1)
+        if self.background is not None:
+            out[:, -1] = self.background
+        return out
+
 
 @dataclass
 class TorchPrediction:

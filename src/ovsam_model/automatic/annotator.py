@@ -216,9 +216,7 @@ class AutomaticAnnotator:
         boxes = np.clip(boxes, 0, [w, h, w, h])
         for start in range(0, len(boxes), REFINE_CHUNK):
             out = self.predictor.predict(boxes=boxes[start : start + REFINE_CHUNK], top_k=k)
-            rows = probabilities[start : start + len(out)]
-            np.put_along_axis(rows, out.topk_ids, out.topk_scores, axis=1)
-            rows[:, -1] = out.background
+            probabilities[start : start + len(out)] = out.probabilities(k)
             if isinstance(out.masks, np.ndarray):
                 crops.extend(_crop(mask[0]) for mask in out.masks)
             else:

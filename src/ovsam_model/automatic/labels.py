@@ -69,8 +69,7 @@ def name_labels(
         rows = slice(start, start + chunk_size)
         if refine or predictor.tiles is not None:
             result = predictor.predict(boxes=boxes[rows], top_k=k)
-            np.put_along_axis(probabilities[rows], result.topk_ids, result.topk_scores, axis=1)
-            probabilities[rows, -1] = result.background
+            probabilities[rows] = result.probabilities(k)
             if refine:
                 iou[rows] = result.iou[:, 0]
                 _refine(

@@ -135,9 +135,7 @@ class TiledView:
             multimask_output=multimask,
             top_k=k,
         )
-        probabilities = np.zeros((len(points), k + 1), np.float32)
-        np.put_along_axis(probabilities, out.topk_ids, out.topk_scores, axis=1)
-        probabilities[:, -1] = out.background
+        probabilities = out.probabilities(k)
         logits = torch.from_numpy(out.low_res_logits[:, 0].astype(np.float32))
         masks = [(crop[0], (int(r), int(c))) for crop, (r, c) in zip(out.masks.crops, out.masks.offsets)]
         areas = np.array([m.sum() for m, _ in masks], np.float32)

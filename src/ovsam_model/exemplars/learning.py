@@ -226,14 +226,6 @@ class ExemplarNaming:
         return fused, unknown, class_union(vocabulary, classes)
 
 
-def full_probabilities(prediction: Prediction, k: int) -> np.ndarray:
-    """float32 (n, K + 1) from a prediction made with top_k = K (background last)."""
-    out = np.zeros((len(prediction), k + 1), np.float32)
-    np.put_along_axis(out, prediction.topk_ids, prediction.topk_scores, axis=1)
-    out[:, -1] = prediction.background
-    return out
-
-
 def renamed(
     prediction: Prediction, fused: np.ndarray, unknown: np.ndarray, names: list[str], top_k: int
 ) -> Prediction:

@@ -15,12 +15,12 @@ from .fusion import FusionSettings, class_union
 from .learning import (
     NO_PIXELS,
     ExemplarNaming,
+    Reader,
     as_object_masks,
     check_new_names,
     crop_features,
     embedding_width,
     feature_layout,
-    full_probabilities,
     masks_and_names,
     object_features,
     renamed,
@@ -80,10 +80,7 @@ class ExamplesMixin:
         """float32 (N, F) features of bool masks (N, H, W), (H, W) or ``CompactMasks`` on the image set."""
         if self.original_size is None:
             raise ValueError("No image is set: call predictor.set_image(image) first.")
-        if self._pixels is None:
-            raise ValueError(NO_PIXELS)
-        pixels = self._pixels
-        return object_features(self, masks, lambda rows, cols: np.asarray(pixels[rows, cols]))
+        return object_features(self, masks, self._pixel_reader())
 
     def learn_examples(
         self, image: Any, masks: Any, class_names: Any, *, contrast_limits: Sequence[float] | None = None
@@ -99,8 +96,8 @@ class ExamplesMixin:
 
     def add_examples(self, features: np.ndarray, class_names: Sequence[str]) -> int:
         """Add examples from features computed before (``example_features``); returns how many."""
-        names = check_new_names(list(class_names))
-        self.set_examples(self.examples.add(features, names))
+        names = list(class_names)
+        self.set_examples(self.examples.add(features, names))  # the new set checks the names
         return len(names)
 
     def forget_examples(self, class_names: Iterable[str] | None = None) -> int:
@@ -128,7 +125,7 @@ class ExamplesMixin:
         """Rename a text-only prediction (made with top_k = K) from text and examples fused."""
         assert self._naming is not None and self.vocabulary is not None
         vocabulary = list(self.vocabulary.names)
-        text = full_probabilities(prediction, len(vocabulary))
+        text = prediction.probabilities(len(vocabulary))
         fused, unknown, names = self.fuse_examples(text, prediction.masks)
         return renamed(prediction, fused, unknown, names, top_k)
 
@@ -139,10 +136,10 @@ class ExamplesMixin:
         vocabulary = list(self.vocabulary.names)
         if self._naming is None:
             return np.asarray(text, np.float32), np.zeros(len(text), bool), vocabulary
-        features = np.zeros((0, self.examples.features.shape[1]), np.float32)
-        objects = masks if len(text) else None
-        if objects is not None:
-            features = self._features_or_zeros(objects)
+        if len(text):
+            features = self._features_or_zeros(masks)
+        else:
+            features = np.zeros((0, self.examples.features.shape[1]), np.float32)
         return self._naming.probabilities(self, text, features)
 
     def _features_or_zeros(self, masks: Any) -> np.ndarray:
@@ -152,9 +149,12 @@ class ExamplesMixin:
         out = np.repeat(self.examples.features.mean(axis=0, keepdims=True), len(objects), axis=0)
         filled = [i for i, (crop, _) in enumerate(objects) if crop.size]
         if filled:
-            pixels = self._pixels
-            if pixels is None:
-                raise ValueError(NO_PIXELS)
-            chosen = [objects[i] for i in filled]
-            out[filled] = crop_features(self, chosen, lambda rows, cols: np.asarray(pixels[rows, cols]))
+            out[filled] = crop_features(self, [objects[i] for i in filled], self._pixel_reader())
         return out.astype(np.float32)
+
+    def _pixel_reader(self) -> Reader:
+        """``read(rows, cols)``: the pixels of the image set there; a ValueError when they are not known."""
+        pixels = self._pixels
+        if pixels is None:
+            raise ValueError(NO_PIXELS)
+        return lambda rows, cols: np.asarray(pixels[rows, cols])
