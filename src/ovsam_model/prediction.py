@@ -117,6 +117,16 @@ class CompactMasks:
         return labels
 
 
+def crop_to_pixels(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, tuple[int, int]]:
+    """A bool (h, w) mask as (a view of it cropped to its pixels, the crop's (row, col) offset: ``offset`` plus
+    its first row and column); an empty mask as a 0 x 0 crop at ``offset``."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return np.zeros((0, 0), bool), offset
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return crop, (offset[0] + int(rows[0]), offset[1] + int(cols[0]))
+
+
 def paint_labels(
     masks: np.ndarray | CompactMasks,
     labels: Any,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from ..prediction import crop_to_pixels
 from .agreement import agreement
 from .instances import Instances, class_names_of, empty_instances, label_boxes
 from .painting import paint_instances
@@ -330,11 +331,9 @@ def class_indices(names: Sequence[str], classes: Sequence[str] | str | None) -> 
 
 
 def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """A full-size bool mask as (its crop to its pixels, (row, col) offset); an empty one as a 0 x 0 crop."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return np.zeros((0, 0), bool), (0, 0)
-    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy(), (int(rows[0]), int(cols[0]))
+    """A full-size bool mask as (a copy of its crop to its pixels, (row, col) offset); an empty one as 0 x 0."""
+    crop, offset = crop_to_pixels(mask)
+    return crop.copy(), offset
 
 
 def _check_not_empty(image: Any) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..prediction import CompactMasks, Prediction, to_prediction
+from ..prediction import CompactMasks, Prediction, crop_to_pixels, to_prediction
 from ..prompts import normalize_prompts
 from ..tiled import prompt_routes
 from .classifier import ExemplarClassifier
@@ -46,7 +46,7 @@ def embedding_width(model: Any) -> int:
 def as_object_masks(masks: Any, size: tuple[int, int]) -> list[tuple[np.ndarray, tuple[int, int]]]:
     """Each object's bool mask cropped to its bounding box, with the crop's (row, col) offset."""
     if isinstance(masks, CompactMasks):
-        return [_tight(crop[0], (int(r), int(c))) for crop, (r, c) in zip(masks.crops, masks.offsets)]
+        return [crop_to_pixels(crop[0], (int(r), int(c))) for crop, (r, c) in zip(masks.crops, masks.offsets)]
     dense = np.asarray(masks)
     if dense.ndim == 2:
         dense = dense[None]
@@ -59,15 +59,7 @@ def as_object_masks(masks: Any, size: tuple[int, int]) -> list[tuple[np.ndarray,
         )
     if dense.dtype != bool:
         raise ValueError(f"Masks must be bool, got {dense.dtype}: for a label image give it with its names.")
-    return [_tight(mask, (0, 0)) for mask in dense]
-
-
-def _tight(mask: np.ndarray, offset: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return np.zeros((0, 0), bool), offset
-    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return crop, (offset[0] + int(rows[0]), offset[1] + int(cols[0]))
+    return [crop_to_pixels(mask, (0, 0)) for mask in dense]
 
 
 def object_features(predictor: Any, masks: Any, read: Reader) -> np.ndarray:
