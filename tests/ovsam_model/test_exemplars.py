@@ -10,6 +10,7 @@ from skimage.measure import regionprops_table
 from ovsam_model import AutomaticAnnotator, name_labels
 from ovsam_model.build import build_ovsam
 from ovsam_model.data.synthetic_images import ALL_CLASS_NAMES, generate_image
+from ovsam_model.evaluation.gt_prompts import gt_prompts
 from ovsam_model.exemplars import (
     SHAPE_FEATURE_NAMES,
     ExampleSet,
@@ -296,8 +297,4 @@ def test_tiled_images_learn_and_name_with_examples(tiny_model):
 
 
 def _boxes(masks: np.ndarray) -> np.ndarray:
-    boxes = []
-    for mask in masks:
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
-    return np.array(boxes, np.float32)
+    return gt_prompts(masks, "box")["boxes"]
