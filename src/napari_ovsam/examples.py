@@ -30,7 +30,7 @@ import pandas as pd
 
 from ovsam_model.exemplars import ExampleSet
 from ovsam_model.exemplars.store import check_class_name
-from ovsam_model.prediction import CompactMasks
+from ovsam_model.prediction import CompactMasks, crop_to_pixels
 from ovsam_model.prompts import normalize_prompts
 from ovsam_model.tiled import prompt_routes
 
@@ -332,14 +332,9 @@ def _learn_tiled(session: Any, book: LabelExamples, group: Any) -> None:
 
 def _tight_crop(record: CommitRecord, label_id: int) -> tuple[np.ndarray, tuple[int, int]]:
     """bool (h, w) of what ``record`` painted for ``label_id``, cropped to it, and its (row, col) offset."""
-    crop = np.zeros(record.changed.shape, bool)
-    crop[record.changed] = record.new_values == label_id
-    rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
-    if not len(rows):
-        return np.zeros((0, 0), bool), (0, 0)
-    r0, c0 = record.bbox[0], record.bbox[2]
-    tight = crop[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return tight, (int(r0 + rows[0]), int(c0 + cols[0]))
+    painted = np.zeros(record.changed.shape, bool)
+    painted[record.changed] = record.new_values == label_id
+    return crop_to_pixels(painted, (int(record.bbox[0]), int(record.bbox[2])))
 
 
 def learn_object(session: Any, target: Any, label_id: int) -> None:
