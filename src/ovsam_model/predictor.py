@@ -257,6 +257,21 @@ class OVSAMPredictor(ExamplesMixin):
         self.original_size, self.input_size = original_size, input_size
         self._pixels = image
 
+    def set_image_features(
+        self,
+        features: ImageFeatures,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+        image: np.ndarray | None = None,
+    ) -> None:
+        """Use an image's features as they are (already on this model's device, e.g. a server's store of encoded
+        images), without the checks and copies of ``set_image_embedding``; image: its pixels, for examples."""
+        self.reset_image()
+        self.features = features
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self._pixels = image
+
     # -------------------------------------------------------------- vocabulary
     def set_vocabulary(
         self,

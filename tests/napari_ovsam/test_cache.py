@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_ovsam import cache_store
 from napari_ovsam.cache import (
     DEFAULT_MEMORY_BYTES,
     CacheWarning,
@@ -17,7 +16,8 @@ from napari_ovsam.cache import (
     model_fingerprint,
     state_nbytes,
 )
-from napari_ovsam.cache_store import CACHE_FORMAT, MARKER
+from ovsam_model import cache_store
+from ovsam_model.cache_store import CACHE_FORMAT, MARKER
 
 FP = "tiny-0123"
 

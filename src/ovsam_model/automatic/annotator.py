@@ -138,6 +138,10 @@ class AutomaticAnnotator:
         self.top_k = int(top_k)
         self.decoded_points = 0  # grid points decoded by the last ``annotate`` (the others were skipped)
 
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments this annotator was made with (what a server is asked to annotate with)."""
+        return {name: getattr(self, name) for name in annotator_defaults()}
+
     @torch.no_grad()
     def annotate(
         self,
@@ -159,6 +163,8 @@ class AutomaticAnnotator:
             predictor.set_image(image, contrast_limits)
         if predictor.original_size is None:
             raise ValueError("No image: give annotate(image) or call predictor.set_image(image) first.")
+        if getattr(predictor, "remote", False):  # a served model: the server annotates, with these settings
+            return predictor.annotate(self.settings(), classes)
         vocabulary = predictor.vocabulary
         if vocabulary is None:
             raise ValueError(

@@ -56,6 +56,8 @@ def name_labels(
         )
     if predictor.vocabulary is None:
         raise ValueError("No vocabulary: call predictor.set_vocabulary([...]) with the class names first.")
+    if getattr(predictor, "remote", False):  # a served model: the server names them
+        return predictor.name_labels(labels, refine=refine, top_k=top_k)
     names = class_names_of(predictor)
     ids, compact = _compact(labels)
     if len(ids) == 0:

@@ -32,8 +32,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from ovsam_model.atomic import unique_temporary
-from ovsam_model.tensorfile import checksum as tensor_checksum
+from .atomic import unique_temporary
+from .tensorfile import checksum as tensor_checksum
 
 MARKER = "napari-ovsam-cache.json"
 CACHE_FORMAT = "napari-ovsam embedding cache"
