@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch/torchvision are pinned to the builds this project is tested with.
-.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[napari,qt,train,batch,dev]"
+.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[napari,qt,train,batch,serve,ray,dev]"
