@@ -171,8 +171,12 @@ class AnnotationSession:
         return None if self.predictor is None else self.predictor.vocabulary
 
     def encode_vocabulary(self, vocabulary: Any) -> Any:
-        """Text embeddings [K, P, D] of a vocabulary with the model's text tower (slow: run in a worker)."""
-        return encode_vocabulary(as_vocabulary(vocabulary), self._require_predictor().model.text_encoder)
+        """Text embeddings [K, P, D] of a vocabulary with the model's text tower (slow: run in a worker); None
+        for a served model, whose server encodes the text when the vocabulary is set."""
+        predictor = self._require_predictor()
+        if getattr(predictor, "remote", False):
+            return None
+        return encode_vocabulary(as_vocabulary(vocabulary), predictor.model.text_encoder)
 
     def set_vocabulary(self, vocabulary: Any, *, text_embeddings: Any = None) -> None:
         """Name the next objects from ``vocabulary`` (a ``Vocabulary``, its text, or a list of entries).

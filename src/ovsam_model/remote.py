@@ -136,7 +136,8 @@ class RemotePredictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.image_tiled = False
-        self.examples: tuple[()] = ()
+        self._examples: Any = None  # an ExampleSet, or None: named from the text alone
+        self._examples_id: str | None = None
         defaults = self.server_info.get("classes")
         if defaults:  # the served checkpoint's own vocabulary, as the local predictor starts with it
             self.set_vocabulary(Vocabulary.from_dict(defaults))
@@ -167,7 +168,11 @@ class RemotePredictor:
 
     @property
     def class_names(self) -> list[str]:
-        return [] if self.vocabulary is None else list(self.vocabulary.names)
+        """The names objects are named from: the vocabulary's, then classes that have examples only."""
+        from .exemplars.fusion import class_union
+
+        vocabulary = [] if self.vocabulary is None else list(self.vocabulary.names)
+        return class_union(vocabulary, self.examples.classes)
 
     def close(self) -> None:
         self._http.close()
@@ -284,6 +289,89 @@ class RemotePredictor:
         )
         self.vocabulary, self._vocabulary_id = vocabulary, str(answer["id"])
 
+    # ------------------------------------------------------------------------------------------ examples
+
+    @property
+    def examples(self) -> Any:
+        """The examples taught so far (an ``ExampleSet`` of the served model; empty at first)."""
+        from .exemplars.store import ExampleSet
+
+        if self._examples is not None:
+            return self._examples
+        layout = self.server_info.get("examples") or {"layout": "", "width": 0}
+        return ExampleSet.empty(self.server_info["fingerprint"], layout["layout"], int(layout["width"]))
+
+    def set_examples(self, examples: Any) -> None:
+        """Name from these examples too (None or an empty set: from the text alone); they must be the served
+        model's (they are sent to the server with the next request that needs them)."""
+        if examples is None or len(examples) == 0:
+            self._examples = self._examples_id = None
+            return
+        mine = self.examples
+        examples.check_compatible(mine.model, mine.layout)
+        self._examples, self._examples_id = examples, None
+
+    def example_features(self, masks: Any) -> np.ndarray:
+        """float32 (N, F) features of bool masks (N, H, W), (H, W) or ``CompactMasks`` on the image set,
+        computed by the server (see ``OVSAMPredictor.example_features``)."""
+        from .prediction import CompactMasks
+        from .serve.wire import array_from_text, masks_to_wire
+
+        if self.image_id is None or self.original_size is None:
+            raise ValueError("No image is set: call predictor.set_image(image) first.")
+        if not isinstance(masks, CompactMasks):
+            dense = np.asarray(masks, bool)
+            if dense.ndim == 2:
+                dense = dense[None]
+            if dense.ndim != 3 or dense.shape[1:] != self.original_size:
+                raise ValueError(
+                    f"masks must be (N, H, W) or (H, W) bool arrays of the image's {self.original_size} "
+                    f"pixels, got shape {dense.shape}."
+                )
+            masks = dense[:, None]
+        data = self._on_image("example-features", {"masks": masks_to_wire(masks)}, vocabulary=False)
+        return array_from_text(data["features"], self._max_bytes)
+
+    def add_examples(self, features: np.ndarray, class_names: Sequence[str]) -> int:
+        """Add examples from features computed before (``example_features``); returns how many."""
+        names = list(class_names)
+        self.set_examples(self.examples.add(features, names))
+        return len(names)
+
+    def forget_examples(self, class_names: Any = None) -> int:
+        """Drop the examples of ``class_names`` (None: all); returns how many were dropped."""
+        before = self.examples
+        names = (
+            None if class_names is None else [class_names] if isinstance(class_names, str) else class_names
+        )
+        self.set_examples(before.without(names))
+        return len(before) - len(self.examples)
+
+    def save_examples(self, path: Any) -> Any:
+        """Write the examples to ``path`` (``ExampleSet.save``)."""
+        return self.examples.save(path)
+
+    def load_examples(self, path: Any) -> int:
+        """Add the examples of a file written by ``save_examples`` (refused when another model made them)."""
+        from .exemplars.store import ExampleSet
+
+        loaded = ExampleSet.load(path)
+        self.set_examples(ExampleSet.concat([self.examples, loaded]))
+        return len(loaded)
+
+    def _examples_reference(self) -> str | None:
+        """The server's id of the examples (sent now if the server has not seen them), or None."""
+        from .serve.wire import array_to_text
+
+        if self._examples is None:
+            return None
+        if self._examples_id is None:
+            examples = self._examples
+            body = {"features": array_to_text(examples.features), "class_names": list(examples.class_names),
+                    "model": examples.model, "layout": examples.layout}  # fmt: skip
+            self._examples_id = str(self._post_json("/v1/examples", body)["id"])
+        return self._examples_id
+
     # ------------------------------------------------------------------------------------------ predict
 
     def predict(
@@ -326,24 +414,29 @@ class RemotePredictor:
     def _max_bytes(self) -> int:
         return int(self.server_info.get("limits", {}).get("max_body_bytes", 2**31))
 
-    def _on_image(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the image's endpoint; an image or vocabulary the server has forgotten is sent again."""
+    def _on_image(self, action: str, body: dict[str, Any], *, vocabulary: bool = True) -> dict[str, Any]:
+        """POST to the image's endpoint; an image, vocabulary or examples the server has forgotten (after a
+        restart, or on another replica) are sent again."""
         if self.image_id is None:
             raise ValueError(NO_IMAGE)
-        if self.vocabulary is None or self._vocabulary_id is None:
+        if vocabulary and (self.vocabulary is None or self._vocabulary_id is None):
             raise ValueError(NO_VOCABULARY)
-        for attempt in range(3):
-            response = self._post_json(
-                f"/v1/images/{self.image_id}/{action}",
-                {**body, "vocabulary": self._vocabulary_id},
-                allow=(404,),
+        error = ("", "")
+        for _ in range(4):
+            ids = (
+                {"vocabulary": self._vocabulary_id, "examples": self._examples_reference()}
+                if vocabulary
+                else {}
             )
+            response = self._post_json(f"/v1/images/{self.image_id}/{action}", {**body, **ids}, allow=(404,))
             if response.status_code != 404:
                 return response.json()
             error = _error_of(response)
-            if error[0] == "unknown_vocabulary":
+            if error[0] == "unknown_vocabulary" and self.vocabulary is not None:
                 self.set_vocabulary(self.vocabulary)
-            elif error[0] == "unknown_image" and attempt < 2:
+            elif error[0] == "unknown_examples":
+                self._examples_id = None
+            elif error[0] == "unknown_image":
                 self._use(self._upload(self.image_id))
             else:
                 break

@@ -83,19 +83,35 @@ class PredictRequest(BaseModel):
     boxes: list | None = Field(None, description="(4,) or (N, 4) XYXY pixels of the image.")
     multimask_output: bool = False
     top_k: int = 5
+    examples: str | None = Field(None, description="An examples id from POST /v1/examples (learnt classes).")
 
 
 class AnnotateRequest(BaseModel):
     vocabulary: str
+    examples: str | None = Field(None, description="An examples id from POST /v1/examples.")
     classes: list[str] | None = Field(None, description='Keep only these classes ("find all nucleus").')
     options: dict[str, Any] = Field(default_factory=dict, description="AutomaticAnnotator keyword arguments.")
 
 
 class NameLabelsRequest(BaseModel):
     vocabulary: str
+    examples: str | None = None
     labels: str = Field(description="The (H, W) label image: base64 of zlib-compressed np.save bytes.")
     refine: bool = False
     top_k: int = 3
+
+
+class ExamplesRequest(BaseModel):
+    features: str = Field(description="float32 (N, F) features: base64 of zlib-compressed np.save bytes.")
+    class_names: list[str]
+    model: str = Field(description="The fingerprint of the model the features belong to (GET /v1/models).")
+    layout: str
+
+
+class ExampleFeaturesRequest(BaseModel):
+    masks: list[dict[str, Any]] = Field(
+        description="Masks as in predict answers: offset, shape (1, h, w), runs."
+    )
 
 
 def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAPI:
@@ -217,6 +233,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
                 "device": str(engine.predictor.device),
                 "classes": None if vocabulary is None else vocabulary.to_dict(),
                 "tiling": engine.predictor.tiling is not None,
+                "examples": _examples_layout(engine.model),
             }],
             "limits": {"max_body_bytes": settings.max_body_bytes, "max_image_pixels": settings.max_image_pixels,
                        "timeout": settings.timeout, "max_queue": engine.max_queue},
@@ -262,6 +279,8 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         key = await run_in_threadpool(image_id, image, limits)
         entry = engine.known_image(key)
         if entry is not None:
+            if entry.pixels is None and entry.predictor is None:  # read from disk: examples measure pixels
+                entry.pixels = image
             return {**entry.describe(key), "encoded": False}
 
         def add() -> dict[str, Any]:
@@ -288,12 +307,13 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         options = {"multimask_output": data.multimask_output, "top_k": data.top_k}
 
         def one() -> Any:
-            predictor = engine.bind(key, data.vocabulary)
+            predictor = engine.bind(key, data.vocabulary, data.examples)
             return predictor.predict(points, labels, boxes, **options)
 
         merge, count = _merge_key(key, data.vocabulary, points, labels, boxes, options)
+        merge = None if merge is None else (*merge, data.examples)
         result = await run(
-            request, one, merge, image=key, vocabulary=data.vocabulary, points=points,
+            request, one, merge, image=key, vocabulary=data.vocabulary, examples=data.examples, points=points,
             point_labels=labels, boxes=boxes, count=count, **options,
         )  # fmt: skip
         wire = await run_in_threadpool(prediction_to_wire, result)
@@ -305,7 +325,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         from ..automatic import AutomaticAnnotator
 
         def work() -> Any:
-            predictor = engine.bind(key, data.vocabulary)
+            predictor = engine.bind(key, data.vocabulary, data.examples)
             return AutomaticAnnotator(predictor, **data.options).annotate(classes=data.classes)
 
         instances = await run(request, work)
@@ -323,14 +343,52 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
             raise ApiError(400, "invalid_body", str(error)) from None
 
         def work() -> Any:
-            predictor = engine.bind(key, data.vocabulary)
+            predictor = engine.bind(key, data.vocabulary, data.examples)
             return name_labels(predictor, labels, refine=data.refine, top_k=data.top_k)
 
         instances = await run(request, work)
         wire = await run_in_threadpool(instances_to_wire, instances)
         return Response(json.dumps(wire), media_type="application/json")
 
+    @app.post("/v1/examples", dependencies=guarded)
+    async def examples(request: Request) -> dict[str, Any]:
+        data: ExamplesRequest = await json_body(request, ExamplesRequest)
+        from ..exemplars.store import ExampleSet
+
+        try:
+            features = await run_in_threadpool(array_from_text, data.features, settings.max_body_bytes)
+            example_set = ExampleSet(features, data.class_names, data.model, data.layout)
+        except WireError as error:
+            raise ApiError(400, "invalid_body", str(error)) from None
+        except ValueError as error:
+            raise ApiError(422, "invalid_input", str(error)) from None
+        key = await run(request, lambda: engine.add_examples(example_set))
+        return {"id": key, "classes": example_set.classes}
+
+    @app.post("/v1/images/{key}/example-features", dependencies=guarded)
+    async def example_features(request: Request, key: str) -> dict[str, Any]:
+        data: ExampleFeaturesRequest = await json_body(request, ExampleFeaturesRequest)
+        from .wire import array_to_text, masks_from_wire
+
+        def work() -> Any:
+            predictor = engine.bind(key, None)
+            if predictor._pixels is None:
+                raise UnknownId("image", key)  # its pixels were not kept: the client sends the image again
+            assert predictor.original_size is not None
+            masks = masks_from_wire(data.masks, predictor.original_size, 1, dense=False)
+            return predictor.example_features(masks)
+
+        features = await run(request, work)
+        return {"features": await run_in_threadpool(array_to_text, features)}
+
     return app
+
+
+def _examples_layout(model: Any) -> dict[str, Any]:
+    from ..exemplars.features import SHAPE_FEATURE_NAMES
+    from ..exemplars.learning import embedding_width, feature_layout
+
+    return {"layout": feature_layout(model), "width": embedding_width(model) + len(SHAPE_FEATURE_NAMES)}
 
 
 def _array(value: Any, name: str) -> np.ndarray | None:

@@ -17,32 +17,15 @@ import argparse
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..cli_parser import OneLineErrorParser, fail
 from .app import MiB, ServerSettings
+from .config import ServeConfig, build_engine
 from .engine import DEFAULT_MEMORY_BYTES, DEFAULT_QUEUE
 
 PROG = "python -m ovsam_model.serve"
 TOKEN_ENV = "OVSAM_TOKEN"
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """What a server runs: the model and its options, the engine's budgets and the HTTP settings."""
-
-    model: str
-    device: str
-    host: str
-    port: int
-    cache: str | None
-    memory_bytes: int
-    max_queue: int
-    replicas: int
-    tiling: str
-    settings: ServerSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,19 +117,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def build_engine(config: ServeConfig) -> Any:
-    """Load the model and wrap it in an ``Engine`` (slow: builds the model)."""
-    from ..build import build_ovsam
-    from ..predictor import OVSAMPredictor
-    from .engine import Engine
-
-    model = build_ovsam(config.model, device=config.device)
-    predictor = OVSAMPredictor(model, tiling=config.tiling)
-    return Engine(
-        predictor, cache_dir=config.cache, memory_bytes=config.memory_bytes, max_queue=config.max_queue
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

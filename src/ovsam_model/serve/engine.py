@@ -41,10 +41,8 @@ MAX_MERGED_PROMPTS = 256
 class Busy(RuntimeError):
     """The queue is full: the client should retry after ``retry_after`` seconds."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(
-            f"The server is busy ({DEFAULT_QUEUE} requests waiting); retry in {retry_after:g} s."
-        )
+    def __init__(self, waiting: int, retry_after: float) -> None:
+        super().__init__(f"The server is busy ({waiting} requests waiting); retry in {retry_after:g} s.")
         self.retry_after = retry_after
 
 
@@ -64,6 +62,14 @@ def image_id(image: np.ndarray, contrast_limits: Sequence[float] | None) -> str:
     from ..embedding_cache import content_hash
 
     return content_hash(image, contrast_limits)
+
+
+def examples_id(examples: Any) -> str:
+    """The id of an ``ExampleSet``: a hash of its features, class names, model and layout."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([list(examples.class_names), examples.model, examples.layout]).encode())
+    digest.update(np.ascontiguousarray(examples.features, np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def vocabulary_id(vocabulary: Vocabulary) -> str:
@@ -134,7 +140,10 @@ class Engine:
             self.store = EmbeddingCache(max_items=1, store_path=cache_dir, max_bytes=0)
         self.images: OrderedDict[str, ImageEntry] = OrderedDict()
         self.vocabularies: OrderedDict[str, tuple[Vocabulary, torch.Tensor]] = OrderedDict()
-        self._bound: tuple[int, str] | None = None  # (id of the predictor, vocabulary id) set last
+        self.example_sets: OrderedDict[str, Any] = OrderedDict()
+        self._bound: dict[
+            int, tuple[str | None, str | None]
+        ] = {}  # predictor id -> (vocabulary, examples) set
         self._pending: deque[Job] = deque()
         self._cv = threading.Condition()
         self._stop = False
@@ -148,7 +157,7 @@ class Engine:
         job = Job(run, merge, payload)
         with self._cv:
             if len(self._pending) >= self.max_queue:
-                raise Busy(1.0)
+                raise Busy(len(self._pending), 1.0)
             self._pending.append(job)
             self.stats["requests"] += 1
             self._cv.notify()
@@ -186,8 +195,8 @@ class Engine:
                     outcomes: list[tuple[Any, BaseException | None]] = [(group[0].run(), None)]
                 else:
                     outcomes = self._run_merged(group)
-            except BaseException as error:  # noqa: BLE001 - every request gets its own answer
-                outcomes = [(None, error)] * len(group)
+            except BaseException as failure:  # noqa: BLE001 - every request gets its own answer
+                outcomes = [(None, failure)] * len(group)
             self.stats["model_calls"] += 1
             finished = time.perf_counter()
             for j, (result, error) in zip(group, outcomes):
@@ -198,7 +207,8 @@ class Engine:
                     j.future.set_result(result)
 
     def _take_mergeable(self, first: Job) -> list[Job]:
-        taken, kept = [], deque()
+        taken: list[Job] = []
+        kept: deque[Job] = deque()
         total = first.payload["count"]
         while self._pending:
             job = self._pending.popleft()
@@ -251,7 +261,6 @@ class Engine:
         if self.store is not None:
             self.store.put((self.fingerprint, key), predictor.get_image_embedding())
             self.store.clear_memory()
-        self._bound = None
         return entry
 
     def _from_disk(self, key: str, image: np.ndarray | None) -> ImageEntry | None:
@@ -263,7 +272,6 @@ class Engine:
             return None
         self.predictor.set_image_embedding(state, image=image)
         self.stats["from_disk"] += 1
-        self._bound = None
         features = self.predictor.features
         pixels_bytes = 0 if image is None else image.nbytes
         return ImageEntry(
@@ -305,11 +313,30 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ binding
 
-    def bind(self, key: str, vocabulary: str) -> Any:
-        """Model thread: the predictor holding image ``key`` with vocabulary ``vocabulary`` set."""
+    def add_examples(self, examples: Any) -> str:
+        """Keep an ``ExampleSet`` of this model (checked); returns its id (a hash of its content)."""
+        from ..exemplars.learning import feature_layout
+
+        examples.check_compatible(self.fingerprint, feature_layout(self.model))
+        key = examples_id(examples)
+        self.example_sets[key] = examples
+        self.example_sets.move_to_end(key)
+        while len(self.example_sets) > MAX_VOCABULARIES:
+            self.example_sets.popitem(last=False)
+        return key
+
+    # ------------------------------------------------------------------------------------------ binding
+
+    def bind(self, key: str, vocabulary: str | None, examples: str | None = None) -> Any:
+        """Model thread: the predictor holding image ``key``, with the vocabulary and examples of these ids set
+        (``UnknownId`` for an id the server does not hold)."""
         entry = self._entry(key)
-        if vocabulary not in self.vocabularies:
+        if vocabulary is not None and vocabulary not in self.vocabularies:
             raise UnknownId("vocabulary", vocabulary)
+        if examples is not None and examples not in self.example_sets:
+            raise UnknownId("examples", examples)
+        if examples is not None and entry.pixels is None and entry.predictor is None:
+            raise UnknownId("image", key)  # read back from disk without its pixels, which examples measure
         predictor = entry.predictor
         if predictor is None:
             predictor = self.predictor
@@ -317,10 +344,13 @@ class Engine:
                 predictor.set_image_features(
                     entry.features, entry.original_size, entry.input_size, entry.pixels
                 )
-        if self._bound != (id(predictor), vocabulary) or predictor.vocabulary is None:
+        bound = self._bound.get(id(predictor), (None, None))
+        if vocabulary is not None and (bound[0] != vocabulary or predictor.vocabulary is None):
             vocab, embeddings = self.vocabularies[vocabulary]
             predictor.set_vocabulary(vocab, text_embeddings=embeddings)
-            self._bound = (id(predictor), vocabulary)
+        if bound[1] != examples:
+            predictor.set_examples(None if examples is None else self.example_sets[examples])
+        self._bound[id(predictor)] = (vocabulary if vocabulary is not None else bound[0], examples)
         return predictor
 
     # ------------------------------------------------------------------------------------------ prompts
@@ -335,7 +365,7 @@ class Engine:
             return None if values[0] is None else np.concatenate(values)
 
         try:
-            predictor = self.bind(first["image"], first["vocabulary"])
+            predictor = self.bind(first["image"], first["vocabulary"], first["examples"])
             merged = predictor.predict(
                 cat("points"), cat("point_labels"), cat("boxes"),
                 multimask_output=first["multimask_output"], top_k=first["top_k"],

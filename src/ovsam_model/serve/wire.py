@@ -95,19 +95,20 @@ def mask_runs(crop: np.ndarray) -> list[int]:
 
 def runs_mask(counts: Sequence[int], shape: Sequence[int]) -> np.ndarray:
     """The bool array of ``shape`` whose C-order pixels have these alternating runs (zeros first)."""
-    counts = np.asarray(counts, np.int64)
+    lengths = np.asarray(counts, np.int64).reshape(-1)
     size = int(np.prod(shape))
-    if counts.size and (counts.min() < 0 or int(counts.sum()) != size):
+    if (lengths.size and (lengths.min() < 0 or int(lengths.sum()) != size)) or (not lengths.size and size):
         raise WireError(
-            f"Mask runs sum to {int(counts.sum())} pixels, not the {size} of a {tuple(shape)} crop."
+            f"Mask runs sum to {int(lengths.sum())} pixels, not the {size} of a {tuple(shape)} crop."
         )
-    values = (np.arange(counts.size) % 2).astype(bool)
-    return np.repeat(values, counts).reshape(tuple(int(s) for s in shape))
+    values = (np.arange(lengths.size) % 2).astype(bool)
+    return np.repeat(values, lengths).reshape(tuple(int(s) for s in shape))
 
 
 def masks_to_wire(masks: np.ndarray | CompactMasks) -> list[dict[str, Any]]:
     """Each object's masks (dense (N, M, H, W) or ``CompactMasks``) as its crop's offset, shape and runs."""
     items = []
+    pairs: Any
     if isinstance(masks, CompactMasks):
         pairs = zip(masks.crops, (tuple(int(v) for v in o) for o in masks.offsets))
     else:
@@ -119,7 +120,7 @@ def masks_to_wire(masks: np.ndarray | CompactMasks) -> list[dict[str, Any]]:
 
 def _crop_object(masks: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """(M, H, W) masks -> their crop to the bounding box of all M, and its (row, col) offset."""
-    union, (r, c) = crop_to_pixels(masks.any(axis=0))
+    union, (r, c) = crop_to_pixels(np.asarray(masks.any(axis=0)))
     return masks[:, r : r + union.shape[0], c : c + union.shape[1]], (r, c)
 
 
