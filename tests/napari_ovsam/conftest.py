@@ -8,6 +8,12 @@ from napari_ovsam._compat import block_triton_if_llvm_loaded
 
 
 @pytest.fixture(autouse=True)
+def _private_backend_settings(tmp_path_factory, monkeypatch):
+    """The widget remembers its backend in a config folder: each test gets its own, never the user's."""
+    monkeypatch.setenv("NAPARI_OVSAM_CONFIG_DIR", str(tmp_path_factory.mktemp("napari-ovsam-config")))
+
+
+@pytest.fixture(autouse=True)
 def _no_triton_after_a_viewer():
     """A test's viewer maps Mesa's libLLVM; a later ``import torchvision`` (another test module, run alone)
     would then load Triton's LLVM and crash the process. The widget guards itself this way when it is built;

@@ -26,6 +26,7 @@ from .controls import button, row, single_shot_timer
 from .embeddings import EmbeddingScheduler
 from .jobs import JobRunner
 from .labels_view import LabelsView
+from .model_panel import remote_timing_note
 from .status import StatusPanel
 
 COMPLETE_ACTIONS = {"added", "removed", "changed"}  # data events that end an edit (not "changing" drags)
@@ -157,7 +158,8 @@ class AnnotatePanel(QWidget):
             if results.messages and not len(results)
             else [f"{len(results)} object(s): {names or 'no prompt'}."]
         )
-        self._status.set_status(" ".join([*found, *results.messages]))
+        timing = remote_timing_note(self._session.predictor)  # a served model: round trip and server times
+        self._status.set_status(" ".join(filter(None, [*found, *results.messages, timing])))
         return results
 
     def commit(self) -> CommitGroup | None:

@@ -44,6 +44,7 @@ from ..finetune import annotated_images, annotated_layers, default_output_folder
 from ..session import AnnotationSession
 from .controls import button, row
 from .jobs import Job, JobRunner
+from .model_panel import local_model_needed
 from .status import StatusPanel
 
 LANE = "finetune"
@@ -174,6 +175,9 @@ class FinetunePanel(QWidget):
         predictor = self._session.predictor
         if predictor is None:
             self._status.set_status("Load a model first (Model: choose one, then Load).")
+            return None
+        if note := local_model_needed(predictor, "Fine-tuning"):  # a served model has no weights here
+            self._status.set_status(note)
             return None
         if self._jobs.busy(LANE):
             self._status.set_status("Fine-tuning is running already: wait for it or cancel it.")

@@ -1,0 +1,211 @@
+"""The OV-SAM server over loopback: prompt round trip against the local predictor, uploading a slice, and many
+concurrent clients (throughput, tail latency, every answer checked).
+
+The server runs as ``python -m ovsam_model.serve`` in its own process (one torch thread); the clients are this
+process (latency, upload) and client processes (concurrency). The ``tiny`` model is served from a checkpoint
+written here, so server and local predictor hold the same weights; ``demo`` is the shipped model.
+
+    python bench_serve.py [--models tiny demo] [--clients 8] [--prompts 50]
+
+Targets (benchmarks/README.md): a box prompt <= 1.5x the local predictor + 5 ms; a 1024x1024 uint16 upload
+<= 50 ms; 8 clients x 50 prompts all answered correctly with a total throughput at least one client's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import machine
+
+CLASSES = ["nucleus", "rod", "ring", "cluster"]
+
+
+def start_server(model: str, port: int, cache: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "ovsam_model.serve",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(command + (["--cache", cache] if cache else []), env=env)
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the server for {model} did not start")
+
+
+def boxes_for(n: int, size: tuple[int, int]) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    h, w = size
+    x0, y0 = rng.uniform(0, w * 0.7, n), rng.uniform(0, h * 0.7, n)
+    return np.stack([x0, y0, x0 + rng.uniform(20, w * 0.3, n), y0 + rng.uniform(20, h * 0.3, n)], 1).round()
+
+
+def client_run(url: str, image: np.ndarray, boxes: np.ndarray, start, queue) -> None:
+    """A client process: its own RemotePredictor, all prompts after the shared start signal."""
+    torch.set_num_threads(1)
+    from ovsam_model.remote import RemotePredictor
+
+    predictor = RemotePredictor(url)
+    predictor.set_vocabulary(CLASSES)
+    predictor.set_image(image)
+    start.wait()
+    latencies, answers = [], []
+    began = time.perf_counter()
+    for box in boxes:
+        t0 = time.perf_counter()
+        result = predictor.predict(boxes=box)
+        latencies.append(time.perf_counter() - t0)
+        answers.append((np.packbits(np.asarray(result.masks)).tobytes(), tuple(result.class_names)))
+    queue.put((began, time.perf_counter(), latencies, answers))
+
+
+def concurrent(
+    url: str, image: np.ndarray, boxes: np.ndarray, clients: int
+) -> tuple[float, list[float], list]:
+    """Run ``clients`` processes with their share of ``boxes`` each (all of them for each); returns the wall time
+    from the first start to the last end, every latency, and each client's answers."""
+    context = mp.get_context("spawn")
+    start, queue = context.Event(), context.Queue()
+    procs = [
+        context.Process(target=client_run, args=(url, image, boxes, start, queue)) for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(3.0 + clients)  # let every client connect and upload (the image is known after the first)
+    start.set()
+    results = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    wall = max(r[1] for r in results) - min(r[0] for r in results)
+    return wall, [x for r in results for x in r[2]], [r[3] for r in results]
+
+
+def bench_model(name: str, served: str, local_model, args, port: int) -> None:
+    from ovsam_model.predictor import OVSAMPredictor
+    from ovsam_model.remote import RemotePredictor
+
+    size = local_model.config.image_size
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, (size, size), dtype=np.uint16)
+    image[size // 4 : size // 2, size // 4 : size // 2] += 20000
+    boxes = boxes_for(args.prompts, image.shape)
+    server = start_server(served, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        local = OVSAMPredictor(local_model)
+        local.set_vocabulary(CLASSES)
+        local.set_image(image)
+        remote = RemotePredictor(url)
+        remote.set_vocabulary(CLASSES)
+        remote.set_image(image)
+        for box in boxes[:5]:  # warm both
+            local.predict(boxes=box)
+            remote.predict(boxes=box)
+        times: dict[str, list[float]] = {"local": [], "remote": []}
+        server_times = []
+        for box in boxes:  # alternating, so load changes hit both alike
+            for kind, predictor in (("local", local), ("remote", remote)):
+                t0 = time.perf_counter()
+                result = predictor.predict(boxes=box)
+                times[kind].append(time.perf_counter() - t0)
+            server_times.append(remote.last_timing.server)
+            expected = local.predict(boxes=box)
+            assert np.array_equal(np.asarray(result.masks), np.asarray(expected.masks)), "remote masks differ"
+            assert result.class_names == expected.class_names, "remote names differ"
+        loc, rem = statistics.median(times["local"]), statistics.median(times["remote"])
+        bound = 1.5 * loc + 0.005
+        print(f"\n## {name} ({size} px input), {len(boxes)} box prompts, medians")
+        print(f"local predictor          {loc * 1000:8.2f} ms")
+        print(
+            f"RemotePredictor loopback {rem * 1000:8.2f} ms  (server {statistics.median(server_times) * 1000:.2f} ms)"
+        )
+        print(f"remote / local           {rem / loc:8.2f}x   target <= 1.5x + 5 ms = {bound * 1000:.2f} ms: "
+              f"{'met' if rem <= bound else 'NOT met'}")  # fmt: skip
+
+        big = rng.integers(0, 65535, (1024, 1024), dtype=np.uint16)
+        for compress in (True, False):
+            uploader = RemotePredictor(url, compress=compress)
+            rounds = []
+            for i in range(5):
+                fresh = big.copy()
+                fresh[0, 0] = i + 2 * compress  # a new content hash each round: really uploaded and encoded
+                t0 = time.perf_counter()
+                uploader.set_image(fresh)
+                total = time.perf_counter() - t0
+                rounds.append(total - uploader.last_timing.compute)  # all but the encoding
+            upload = statistics.median(rounds)
+            print(f"upload 1024x1024 uint16 ({'zlib' if compress else 'raw'}) {upload * 1000:7.1f} ms without "
+                  f"the server's encoding   target <= 50 ms: {'met' if upload <= 0.05 else 'NOT met'}")  # fmt: skip
+
+        one_wall, one_lat, one_answers = concurrent(url, image, boxes, 1)
+        wall, lat, answers = concurrent(url, image, boxes, args.clients)
+        wrong = sum(a != one_answers[0] for a in answers)
+        one_rate, rate = len(boxes) / one_wall, args.clients * len(boxes) / wall
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99]) * 1000
+        print(
+            f"1 client x {len(boxes)}: {one_rate:7.1f} prompts/s, median {statistics.median(one_lat) * 1000:.1f} ms"
+        )
+        print(f"{args.clients} clients x {len(boxes)}: {rate:7.1f} prompts/s ({rate / one_rate:.2f}x one client), "
+              f"latency p50 {p50:.1f} / p95 {p95:.1f} / p99 {p99:.1f} ms; "
+              f"{args.clients - wrong} of {args.clients} clients got every answer right")  # fmt: skip
+        print(
+            f"throughput target >= 1.0x one client: {'met' if rate >= one_rate and not wrong else 'NOT met'}"
+        )
+        stats = RemotePredictor(url).connect()
+        print(f"server: {stats.get('limits')}")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["tiny", "demo"])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=50)
+    parser.add_argument("--port", type=int, default=18765)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ovsam_model.build import build_ovsam
+    from ovsam_model.checkpoint.own import save_checkpoint
+
+    print(f"# OV-SAM server over loopback ({machine()}); server: its own process, one torch thread")
+    with tempfile.TemporaryDirectory() as folder:
+        for i, name in enumerate(args.models):
+            torch.manual_seed(0)
+            model = build_ovsam(name, device="cpu")
+            served = name
+            if name == "tiny":  # random weights: serve these very weights
+                served = str(save_checkpoint(model, Path(folder) / "tiny.safetensors"))
+                model = build_ovsam(served, device="cpu")
+            bench_model(name, served, model, args, args.port + i)
+
+
+if __name__ == "__main__":
+    main()
