@@ -154,6 +154,7 @@ class RemotePredictor:
         answer = self._call("GET", "/v1/models").json()
         info = dict(answer["models"][0])
         info["limits"], info["version"] = answer.get("limits", {}), answer.get("version")
+        info["stats"] = answer.get("stats", {})  # the server's counters (requests, model calls, merged prompts)
         if model is not None and model not in (info["name"], info["fingerprint"]):
             raise RemoteError(
                 f"The server at {self.url} runs the model '{info['name']}', not '{model}': start it with "
