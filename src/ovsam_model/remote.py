@@ -154,7 +154,9 @@ class RemotePredictor:
         answer = self._call("GET", "/v1/models").json()
         info = dict(answer["models"][0])
         info["limits"], info["version"] = answer.get("limits", {}), answer.get("version")
-        info["stats"] = answer.get("stats", {})  # the server's counters (requests, model calls, merged prompts)
+        info["stats"] = answer.get(
+            "stats", {}
+        )  # the server's counters (requests, model calls, merged prompts)
         if model is not None and model not in (info["name"], info["fingerprint"]):
             raise RemoteError(
                 f"The server at {self.url} runs the model '{info['name']}', not '{model}': start it with "
@@ -290,9 +292,7 @@ class RemotePredictor:
         vocabulary = as_vocabulary(vocabulary)
         if seen is not None:
             vocabulary = Vocabulary(vocabulary.synonyms, list(seen))
-        answer = self._post_json(
-            "/v1/vocabularies", {"classes": _entries(vocabulary), "seen": vocabulary.seen}
-        )
+        answer = self._post_json("/v1/vocabularies", _vocabulary_body(vocabulary))
         self.vocabulary, self._vocabulary_id = vocabulary, str(answer["id"])
 
     # ------------------------------------------------------------------------------------------ examples
@@ -365,17 +365,20 @@ class RemotePredictor:
         self.set_examples(ExampleSet.concat([self.examples, loaded]))
         return len(loaded)
 
+    def _examples_body(self) -> dict[str, Any]:
+        from .serve.wire import array_to_text
+
+        examples = self._examples
+        return {"features": array_to_text(examples.features), "class_names": list(examples.class_names),
+                "model": examples.model, "layout": examples.layout}  # fmt: skip
+
     def _examples_reference(self) -> str | None:
         """The server's id of the examples (sent now if the server has not seen them), or None."""
-        from .serve.wire import array_to_text
 
         if self._examples is None:
             return None
         if self._examples_id is None:
-            examples = self._examples
-            body = {"features": array_to_text(examples.features), "class_names": list(examples.class_names),
-                    "model": examples.model, "layout": examples.layout}  # fmt: skip
-            self._examples_id = str(self._post_json("/v1/examples", body)["id"])
+            self._examples_id = str(self._post_json("/v1/examples", self._examples_body())["id"])
         return self._examples_id
 
     # ------------------------------------------------------------------------------------------ predict
@@ -427,21 +430,23 @@ class RemotePredictor:
             raise ValueError(NO_IMAGE)
         if vocabulary and (self.vocabulary is None or self._vocabulary_id is None):
             raise ValueError(NO_VOCABULARY)
-        error = ("", "")
-        for _ in range(4):
+        error: tuple[str, str] = ("", "")
+        inline: dict[str, Any] = {}
+        for _ in range(8):  # behind a load balancer, each attempt may reach another replica
             ids = (
                 {"vocabulary": self._vocabulary_id, "examples": self._examples_reference()}
                 if vocabulary
                 else {}
             )
-            response = self._post_json(f"/v1/images/{self.image_id}/{action}", {**body, **ids}, allow=(404,))
+            request = {**body, **ids, **inline}
+            response = self._post_json(f"/v1/images/{self.image_id}/{action}", request, allow=(404,))
             if response.status_code != 404:
                 return response.json()
             error = _error_of(response)
             if error[0] == "unknown_vocabulary" and self.vocabulary is not None:
-                self.set_vocabulary(self.vocabulary)
-            elif error[0] == "unknown_examples":
-                self._examples_id = None
+                inline["vocabulary_classes"] = _vocabulary_body(self.vocabulary)  # any server can take it from here
+            elif error[0] == "unknown_examples" and self._examples is not None:
+                inline["examples_set"] = self._examples_body()
             elif error[0] == "unknown_image":
                 self._use(self._upload(self.image_id))
             else:
@@ -540,8 +545,9 @@ def _retry_after(response: Any) -> float:
         return 1.0
 
 
-def _entries(vocabulary: Vocabulary) -> list[str]:
-    return [", ".join(synonyms) for synonyms in vocabulary.synonyms]
+def _vocabulary_body(vocabulary: Vocabulary) -> dict[str, Any]:
+    """A vocabulary as ``POST /v1/vocabularies`` takes it: class entries ("name, synonym") and seen flags."""
+    return {"classes": [", ".join(synonyms) for synonyms in vocabulary.synonyms], "seen": vocabulary.seen}
 
 
 def _listed(value: Any) -> Any:

@@ -461,5 +461,38 @@ def test_examples_taught_through_the_server_name_objects_as_local_ones_do(remote
     same(got, expected, atol=1e-5)
     np.testing.assert_array_equal(got.unknown, expected.unknown)
     with pytest.raises(ValueError, match="model"):
-        remote.set_examples(type(remote.examples)(features, ["a", "b"], "another-model", remote.examples.layout))
+        remote.set_examples(
+            type(remote.examples)(features, ["a", "b"], "another-model", remote.examples.layout)
+        )
     assert remote.forget_examples() == 2 and remote.predict(boxes=boxes).unknown is None
+
+
+def test_examples_and_vocabulary_travel_again_to_a_server_that_lacks_them(tiny_model, local, image16) -> None:
+    """After a restart (or on another replica) a request carries the vocabulary and the examples themselves."""
+    port = free_port()
+    local.set_image(image16)
+    masks = np.zeros((1, *image16.shape), bool)
+    masks[0, 30:60, 40:80] = True
+    local.add_examples(local.example_features(masks), ["speckle"])
+    boxes = [[40, 30, 80, 60], [5, 5, 25, 20]]
+    expected = local.predict(boxes=boxes)
+    with server(tiny_model, port=port) as (url, _):
+        predictor = RemotePredictor(url, backoff=0.05)
+        predictor.set_vocabulary(CLASSES)
+        predictor.set_image(image16)
+        predictor.set_examples(local.examples)
+        same(predictor.predict(boxes=boxes), expected, atol=1e-5)
+    with server(tiny_model, port=port) as (url, engine):
+        got = predictor.predict(boxes=boxes)
+        same(got, expected, atol=1e-5)
+        np.testing.assert_array_equal(got.unknown, expected.unknown)
+        assert len(engine.vocabularies) == 1 and len(engine.example_sets) == 1
+        answer = httpx.post(
+            f"{url}/v1/images/{predictor.image_id}/predict",
+            json={
+                "vocabulary": "0" * 32,
+                "boxes": [1, 2, 3, 4],
+                "vocabulary_classes": {"classes": ["a", "b"]},
+            },
+        )
+        assert answer.status_code == 422 and "not the vocabulary of that id" in answer.json()["message"]

@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..vocabulary import Vocabulary
-from .engine import Busy, Engine, Job, UnknownId, image_id
+from .engine import Busy, Engine, Job, UnknownId, examples_id, image_id, vocabulary_id
 from .wire import (
     DEFLATE,
     NPY,
@@ -76,7 +76,23 @@ class VocabularyRequest(BaseModel):
     seen: list[bool] | None = Field(None, description="Per class, whether the model was trained on it.")
 
 
-class PredictRequest(BaseModel):
+class ExamplesRequest(BaseModel):
+    features: str = Field(description="float32 (N, F) features: base64 of zlib-compressed np.save bytes.")
+    class_names: list[str]
+    model: str = Field(description="The fingerprint of the model the features belong to (GET /v1/models).")
+    layout: str
+
+
+class OnImage(BaseModel):
+    """What every request on an image may carry besides the ids: the vocabulary and examples themselves, which
+    a client sends again after a 404 for their id (a restarted server, or another replica behind a load
+    balancer), so that any server can answer."""
+
+    vocabulary_classes: VocabularyRequest | None = None
+    examples_set: ExamplesRequest | None = None
+
+
+class PredictRequest(OnImage):
     vocabulary: str = Field(description="A vocabulary id from POST /v1/vocabularies.")
     points: list | None = Field(None, description="(P, 2) or (N, P, 2) (x, y) pixels of the image.")
     point_labels: list | None = Field(None, description="(P,) or (N, P): 1 positive, 0 negative, -1 padding.")
@@ -86,26 +102,19 @@ class PredictRequest(BaseModel):
     examples: str | None = Field(None, description="An examples id from POST /v1/examples (learnt classes).")
 
 
-class AnnotateRequest(BaseModel):
+class AnnotateRequest(OnImage):
     vocabulary: str
     examples: str | None = Field(None, description="An examples id from POST /v1/examples.")
     classes: list[str] | None = Field(None, description='Keep only these classes ("find all nucleus").')
     options: dict[str, Any] = Field(default_factory=dict, description="AutomaticAnnotator keyword arguments.")
 
 
-class NameLabelsRequest(BaseModel):
+class NameLabelsRequest(OnImage):
     vocabulary: str
     examples: str | None = None
     labels: str = Field(description="The (H, W) label image: base64 of zlib-compressed np.save bytes.")
     refine: bool = False
     top_k: int = 3
-
-
-class ExamplesRequest(BaseModel):
-    features: str = Field(description="float32 (N, F) features: base64 of zlib-compressed np.save bytes.")
-    class_names: list[str]
-    model: str = Field(description="The fingerprint of the model the features belong to (GET /v1/models).")
-    layout: str
 
 
 class ExampleFeaturesRequest(BaseModel):
@@ -213,6 +222,38 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
                 400, "invalid_request", f"The body is not the JSON this endpoint takes: {error}"
             ) from None
 
+    def vocabulary_of(data: VocabularyRequest) -> Vocabulary:
+        try:
+            return Vocabulary(data.classes, data.seen)
+        except ValueError as error:
+            raise ApiError(422, "invalid_input", str(error)) from None
+
+    async def example_set_of(data: ExamplesRequest) -> Any:
+        from ..exemplars.store import ExampleSet
+
+        try:
+            features = await run_in_threadpool(array_from_text, data.features, settings.max_body_bytes)
+            return ExampleSet(features, data.class_names, data.model, data.layout)
+        except WireError as error:
+            raise ApiError(400, "invalid_body", str(error)) from None
+        except ValueError as error:
+            raise ApiError(422, "invalid_input", str(error)) from None
+
+    async def adopt(request: Request, data: Any) -> None:
+        """Take the vocabulary and examples a request carries, unless held already (checked against its ids)."""
+        inline = data.vocabulary_classes
+        if inline is not None and data.vocabulary not in engine.vocabularies:
+            vocabulary = vocabulary_of(inline)
+            if vocabulary_id(vocabulary) != data.vocabulary:
+                raise ApiError(422, "invalid_input", "vocabulary_classes are not the vocabulary of that id.")
+            await run(request, lambda: engine.add_vocabulary(vocabulary))
+        inline_examples = data.examples_set
+        if inline_examples is not None and data.examples not in engine.example_sets:
+            example_set = await example_set_of(inline_examples)
+            if examples_id(example_set) != data.examples:
+                raise ApiError(422, "invalid_input", "examples_set is not the example set of that id.")
+            await run(request, lambda: engine.add_examples(example_set))
+
     # ------------------------------------------------------------------------------------------ endpoints
 
     @app.get("/v1/health")
@@ -292,16 +333,14 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     @app.post("/v1/vocabularies", dependencies=guarded)
     async def vocabularies(request: Request) -> dict[str, Any]:
         data: VocabularyRequest = await json_body(request, VocabularyRequest)
-        try:
-            vocabulary = Vocabulary(data.classes, data.seen)
-        except ValueError as error:
-            raise ApiError(422, "invalid_input", str(error)) from None
+        vocabulary = vocabulary_of(data)
         key = await run(request, lambda: engine.add_vocabulary(vocabulary))
         return {"id": key, "names": vocabulary.names}
 
     @app.post("/v1/images/{key}/predict", dependencies=guarded)
     async def predict(request: Request, key: str) -> Response:
         data: PredictRequest = await json_body(request, PredictRequest)
+        await adopt(request, data)
         points, labels = _array(data.points, "points"), _array(data.point_labels, "point_labels")
         boxes = _array(data.boxes, "boxes")
         options = {"multimask_output": data.multimask_output, "top_k": data.top_k}
@@ -322,6 +361,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     @app.post("/v1/images/{key}/annotate", dependencies=guarded)
     async def annotate(request: Request, key: str) -> Response:
         data: AnnotateRequest = await json_body(request, AnnotateRequest)
+        await adopt(request, data)
         from ..automatic import AutomaticAnnotator
 
         def work() -> Any:
@@ -335,6 +375,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     @app.post("/v1/images/{key}/name-labels", dependencies=guarded)
     async def name_labels_endpoint(request: Request, key: str) -> Response:
         data: NameLabelsRequest = await json_body(request, NameLabelsRequest)
+        await adopt(request, data)
         from ..automatic import name_labels
 
         try:
@@ -353,15 +394,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     @app.post("/v1/examples", dependencies=guarded)
     async def examples(request: Request) -> dict[str, Any]:
         data: ExamplesRequest = await json_body(request, ExamplesRequest)
-        from ..exemplars.store import ExampleSet
-
-        try:
-            features = await run_in_threadpool(array_from_text, data.features, settings.max_body_bytes)
-            example_set = ExampleSet(features, data.class_names, data.model, data.layout)
-        except WireError as error:
-            raise ApiError(400, "invalid_body", str(error)) from None
-        except ValueError as error:
-            raise ApiError(422, "invalid_input", str(error)) from None
+        example_set = await example_set_of(data)
         key = await run(request, lambda: engine.add_examples(example_set))
         return {"id": key, "classes": example_set.classes}
 
