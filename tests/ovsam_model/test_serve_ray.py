@@ -88,16 +88,6 @@ def deployment(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         ray.shutdown()
 
 
-def _known_to_both(remote: RemotePredictor, transport: RecordingTransport) -> None:
-    """Send the vocabulary until both replicas hold it: vocabularies live in a replica's memory only (images
-    are found again in the shared cache folder), and each request goes to either replica."""
-    for _ in range(30):
-        if len(transport.replicas("/v1/vocabularies") - {None}) == 2:
-            return
-        remote.set_vocabulary(CLASSES)
-    raise AssertionError(f"the vocabulary never reached both replicas: {transport.answers}")
-
-
 def _replica_stats(url: str) -> dict[str, dict[str, int]]:
     """Each replica's engine counters, by replica id (enough requests that both answer)."""
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -128,7 +118,7 @@ def test_two_replicas_answer_as_the_local_predictor(
     transport = RecordingTransport()
     remote = RemotePredictor(deployment.url, token=TOKEN, transport=transport, retries=5)
     remote.set_image(image16)
-    _known_to_both(remote, transport)
+    remote.set_vocabulary(CLASSES)  # held by one replica: a request reaching the other carries it after a 404
     boxes = [[40 + i, 30, 80 + 3 * i, 60 + i] for i in range(12)]
     answers = []
     for box in boxes:
