@@ -178,9 +178,10 @@ def bench_model(name: str, served: str, local_model, args, port: int) -> None:
             print(f"clients {where}:")
             one_median = statistics.median(one_lat) * 1000
             print(f"  1 client x {len(boxes)}: {one_rate:7.1f} prompts/s, median {one_median:.1f} ms")
+            right = f"{args.clients - wrong} of {args.clients} clients got every answer right"
             print(f"  {args.clients} clients x {len(boxes)}: {rate:7.1f} prompts/s ({rate / one_rate:.2f}x one "
-                  f"client), latency p50 {p50:.1f} / p95 {p95:.1f} / p99 {p99:.1f} ms; {merged} prompts decoded in merged "
-                  f"calls; {args.clients - wrong} of {args.clients} clients got every answer right")  # fmt: skip
+                  f"client), latency p50 {p50:.1f} / p95 {p95:.1f} / p99 {p99:.1f} ms; {merged} prompts "
+                  f"decoded in merged calls; {right}")  # fmt: skip
             print(
                 f"  throughput target >= 1.0x one client: {'met' if rate >= one_rate and not wrong else 'NOT met'}"
             )

@@ -444,7 +444,8 @@ class RemotePredictor:
                 return response.json()
             error = _error_of(response)
             if error[0] == "unknown_vocabulary" and self.vocabulary is not None:
-                inline["vocabulary_classes"] = _vocabulary_body(self.vocabulary)  # any server can take it from here
+                # the request itself carries it from now on: any server (or replica) can take it
+                inline["vocabulary_classes"] = _vocabulary_body(self.vocabulary)
             elif error[0] == "unknown_examples" and self._examples is not None:
                 inline["examples_set"] = self._examples_body()
             elif error[0] == "unknown_image":

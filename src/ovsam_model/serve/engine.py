@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -36,6 +37,8 @@ DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_QUEUE = 64
 MAX_VOCABULARIES = 64
 MAX_MERGED_PROMPTS = 256
+# Image ids are content hashes (32 hex digits): anything else is unknown, and never becomes a file name.
+_IMAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class Busy(RuntimeError):
@@ -227,7 +230,11 @@ class Engine:
         return self.images.get(key)
 
     def on_disk(self, key: str) -> bool:
-        return self.store is not None and (self.fingerprint, key) in self.store
+        return (
+            self.store is not None
+            and bool(_IMAGE_ID.fullmatch(key))
+            and (self.fingerprint, key) in self.store
+        )
 
     def add_image(
         self, key: str, image: np.ndarray, contrast_limits: Sequence[float] | None
@@ -264,7 +271,7 @@ class Engine:
         return entry
 
     def _from_disk(self, key: str, image: np.ndarray | None) -> ImageEntry | None:
-        if self.store is None:
+        if self.store is None or not _IMAGE_ID.fullmatch(key):
             return None
         state = self.store.get((self.fingerprint, key))
         self.store.clear_memory()
