@@ -496,3 +496,17 @@ def test_examples_and_vocabulary_travel_again_to_a_server_that_lacks_them(tiny_m
             },
         )
         assert answer.status_code == 422 and "not the vocabulary of that id" in answer.json()["message"]
+
+
+def test_a_large_image_is_tiled_on_the_server_as_it_is_here(remote, local) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 3000, size=(300, 420), dtype=np.uint16)  # over 1.5 model inputs: tiled
+    image[100:160, 200:280] += 30000
+    local.set_image(image)
+    remote.set_image(image)
+    assert local.tiles is not None and remote.image_tiled
+    boxes = [[200, 100, 280, 160], [10, 10, 60, 50]]
+    got, expected = remote.predict(boxes=boxes), local.predict(boxes=boxes)
+    assert type(got.masks).__name__ == "CompactMasks"
+    same(got, expected)
+    np.testing.assert_array_equal(got.tiles, expected.tiles)
