@@ -77,3 +77,23 @@ def test_a_session_on_a_served_model_matches_the_local_one(tiny_model, stack) ->
     if want is not None:
         assert got.class_names == want.class_names
         np.testing.assert_array_equal(np.asarray(got.masks), np.asarray(want.masks))
+
+
+def test_propagation_through_a_stack_on_a_served_model_matches_the_local_one(stack) -> None:
+    from napari_ovsam.propagation import PropagationSettings
+    from ovsam_model.build import build_ovsam
+
+    demo = build_ovsam("demo", device="cpu")  # the tiny model's random masks have no predicted IoU to follow
+    settings = PropagationSettings(min_iou=0.0, min_overlap=0.0)
+    mine = session_on(OVSAMPredictor(demo), stack)
+    steps = {}
+    with serve_in_thread(create_app(Engine(OVSAMPredictor(demo)))) as url:
+        served = session_on(RemotePredictor(url), stack)
+        for name, session in (("mine", mine), ("served", served)):
+            annotate(session, 1)
+            ids = [int(i) for i in np.unique(session.target.labels[1]) if i]
+            steps[name] = [(s.label_id, s.slice_index, s.painted, s.class_name)
+                           for s in session.iter_propagate(ids, (1,), settings)]  # fmt: skip
+    assert steps["served"] == steps["mine"] and any(painted for _, _, painted, _ in steps["mine"])
+    np.testing.assert_array_equal(served.target.labels, mine.target.labels)
+    assert served.target.labels[[0, 2]].any()  # it went through the stack
