@@ -45,17 +45,14 @@ def start_server(model: str, port: int, cache: str | None = None) -> subprocess.
         str(port),
     ]
     process = subprocess.Popen(command + (["--cache", cache] if cache else []), env=env)
-    import httpx
+    from ovsam_model.serve.local import wait_until_serving
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"the server for {model} did not start")
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
 
 
 def boxes_for(n: int, size: tuple[int, int]) -> np.ndarray:

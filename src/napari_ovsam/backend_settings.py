@@ -23,17 +23,18 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ovsam_model.serve import DEFAULT_PORT, TOKEN_ENV
+
 try:  # optional: napari's dependencies bring it; the fallback is the XDG default
     import platformdirs
 except ImportError:  # pragma: no cover - platformdirs is missing
     platformdirs = None  # type: ignore[assignment]
 
 CONFIG_DIR_ENV = "NAPARI_OVSAM_CONFIG_DIR"
-TOKEN_ENV = "OVSAM_TOKEN"  # the server's token variable (ovsam_model.serve.cli)
 FILENAME = "backend.json"
 LOCAL, REMOTE = "local", "remote"
 BACKENDS = (LOCAL, REMOTE)
-DEFAULT_URL = "http://localhost:8765"  # the server's default port, on this machine
+DEFAULT_URL = f"http://localhost:{DEFAULT_PORT}"  # the server's default port, on this machine
 
 
 @dataclass(frozen=True)

@@ -506,16 +506,11 @@ class RemotePredictor:
 
 
 def _is_loopback(url: str) -> bool:
-    import ipaddress
     from urllib.parse import urlsplit
 
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    from .serve import is_loopback
+
+    return is_loopback(urlsplit(url).hostname)
 
 
 def _error_of(response: Any) -> tuple[str, str]:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from ovsam_model.remote import RemotePredictor  # noqa: E402
 from ovsam_model.serve.app import create_app  # noqa: E402
 from ovsam_model.serve.cli import parse_args  # noqa: E402
 from ovsam_model.serve.engine import Engine  # noqa: E402
-from ovsam_model.serve.local import free_port, serve_in_thread  # noqa: E402
+from ovsam_model.serve.local import free_port, serve_in_thread, wait_until_serving  # noqa: E402
 
 CLASSES = ["nucleus", "rod, bacterium", "ring"]
 
@@ -84,17 +83,12 @@ def start(checkpoint: Path, port: int, token_file: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "ovsam_model.serve", "--model", str(checkpoint), "--device", "cpu",
                "--port", str(port), "--token-file", str(token_file)]  # fmt: skip
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server stopped: {process.stderr.read() if process.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the server did not start within 120 s")
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
 
 
 @pytest.mark.slow

@@ -224,11 +224,8 @@ class ModelPanel(QGroupBox):
         device = device or self._device.currentText()
         if name == CHECKPOINT_ITEM:
             checkpoint = checkpoint or self._checkpoint.text().strip()
-        vocabulary = self._vocabulary()
+        vocabulary = self._vocabulary_if_free()
         if vocabulary is None:
-            return None
-        if self._jobs.busy("model"):
-            self._status.set_status("A model is being loaded already.")
             return None
         source = checkpoint or name
         self._status.set_status(f"Loading {source} on {device}…")
@@ -238,6 +235,16 @@ class ModelPanel(QGroupBox):
             on_error=lambda error, _: self._status.report(f"Could not load the model '{source}'", error),
             progress=f"OV-SAM: loading {source}",
         )  # fmt: skip
+
+    def _vocabulary_if_free(self) -> Any:
+        """The editor's vocabulary when a model may be loaded now; None (the reason shown) otherwise."""
+        vocabulary = self._vocabulary()
+        if vocabulary is None:
+            return None
+        if self._jobs.busy("model"):
+            self._status.set_status("A model is being loaded already.")
+            return None
+        return vocabulary
 
     def set_busy(self, lanes: set[str]) -> None:
         self._load.setEnabled("model" not in lanes)
@@ -298,11 +305,8 @@ class ModelPanel(QGroupBox):
         the editor's vocabulary, connecting in the background; the settings are remembered once connected.
         Returns the job, or None if refused."""
         settings = self._remote_settings(url, token)
-        vocabulary = self._vocabulary()
+        vocabulary = self._vocabulary_if_free()
         if vocabulary is None:
-            return None
-        if self._jobs.busy("model"):
-            self._status.set_status("A model is being loaded already.")
             return None
         self._status.set_status(f"Connecting to {settings.url}…")
         return self._jobs.start(

@@ -239,6 +239,12 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         except ValueError as error:
             raise ApiError(422, "invalid_input", str(error)) from None
 
+    async def instances_answer(request: Request, work: Any) -> Response:
+        """Run ``work`` (it returns ``Instances``) on the model thread; its answer as JSON."""
+        instances = await run(request, work)
+        wire = await run_in_threadpool(instances_to_wire, instances)
+        return Response(json.dumps(wire), media_type="application/json")
+
     async def adopt(request: Request, data: Any) -> None:
         """Take the vocabulary and examples a request carries, unless held already (checked against its ids)."""
         inline = data.vocabulary_classes
@@ -368,9 +374,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
             predictor = engine.bind(key, data.vocabulary, data.examples)
             return AutomaticAnnotator(predictor, **data.options).annotate(classes=data.classes)
 
-        instances = await run(request, work)
-        wire = await run_in_threadpool(instances_to_wire, instances)
-        return Response(json.dumps(wire), media_type="application/json")
+        return await instances_answer(request, work)
 
     @app.post("/v1/images/{key}/name-labels", dependencies=guarded)
     async def name_labels_endpoint(request: Request, key: str) -> Response:
@@ -387,9 +391,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
             predictor = engine.bind(key, data.vocabulary, data.examples)
             return name_labels(predictor, labels, refine=data.refine, top_k=data.top_k)
 
-        instances = await run(request, work)
-        wire = await run_in_threadpool(instances_to_wire, instances)
-        return Response(json.dumps(wire), media_type="application/json")
+        return await instances_answer(request, work)
 
     @app.post("/v1/examples", dependencies=guarded)
     async def examples(request: Request) -> dict[str, Any]:

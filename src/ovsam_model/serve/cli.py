@@ -14,18 +14,17 @@ Exit status: 0 stopped, 2 bad arguments.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from pathlib import Path
 
 from ..cli_parser import OneLineErrorParser, fail
+from . import DEFAULT_PORT, TOKEN_ENV, is_loopback
 from .app import MiB, ServerSettings
 from .config import ServeConfig, build_engine
 from .engine import DEFAULT_MEMORY_BYTES, DEFAULT_QUEUE
 
 PROG = "python -m ovsam_model.serve"
-TOKEN_ENV = "OVSAM_TOKEN"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="cuda, cuda:1, mps, cpu or auto (default)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument(
         "--token-file", default=None, help=f"file holding the bearer token (or set {TOKEN_ENV})"
     )
@@ -108,15 +107,6 @@ def read_token(path: str | None, environ: dict[str, str]) -> str | None:
         return token[0].strip()
     value = environ.get(TOKEN_ENV, "").strip()
     return value or None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Run the server in a background thread of this process (notebooks, tests): ``serve_in_thread``."""
+"""Run the server in a background thread of this process (notebooks, tests): ``serve_in_thread``; wait for a
+server started elsewhere: ``wait_until_serving``."""
 
 from __future__ import annotations
 
@@ -36,3 +37,22 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int | None = None) 
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def wait_until_serving(url: str, process: Any = None, timeout: float = 120.0) -> None:
+    """Return once ``GET url/v1/health`` answers; a RuntimeError when ``process`` (a ``subprocess.Popen`` of the
+    server, optional) ends first, with its stderr, or after ``timeout`` seconds."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read() if getattr(process, "stderr", None) else ""
+            raise RuntimeError(f"The server stopped (exit status {process.returncode}): {err}")
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"The server at {url} did not answer within {timeout:g} s.")
