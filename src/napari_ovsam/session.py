@@ -174,9 +174,8 @@ class AnnotationSession:
         """Text embeddings [K, P, D] of a vocabulary with the model's text tower (slow: run in a worker); None
         for a served model, whose server encodes the text when the vocabulary is set."""
         predictor = self._require_predictor()
-        if getattr(
-            predictor, "remote", False
-        ):  # the server encodes it now; set_vocabulary then finds it there
+        if getattr(predictor, "remote", False):
+            # the server encodes it now, in this worker; set_vocabulary then finds it there
             copy.copy(predictor).set_vocabulary(as_vocabulary(vocabulary))
             return None
         return encode_vocabulary(as_vocabulary(vocabulary), predictor.model.text_encoder)
