@@ -296,8 +296,10 @@ def test_the_client_names_an_unreachable_server_and_another_model(served) -> Non
         np.zeros((2, 3, 4, 5), np.uint8),
         np.array([[1.0, np.nan], [2.0, 3.0]], np.float32),
         np.zeros((4, 4), np.complex64),
+        np.zeros((3, 40, 50), np.uint8),
+        np.array([[1.0, np.inf]], np.float64),
     ],
-    ids=["empty", "4d", "nan", "complex"],
+    ids=["empty", "4d", "nan", "complex", "channels-first", "inf"],
 )
 def test_bad_images_get_the_local_predictors_message(remote, local, image) -> None:
     with pytest.raises(ValueError) as expected:
