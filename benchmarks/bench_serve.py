@@ -6,6 +6,7 @@ process (latency, upload) and client processes (concurrency). The ``tiny`` model
 written here, so server and local predictor hold the same weights; ``demo`` is the shipped model.
 
     python bench_serve.py [--models tiny demo] [--clients 8] [--prompts 50]
+    python bench_serve.py --models ovsam_rn50x16 --device cuda      # on a GPU machine (random weights)
 
 Targets (benchmarks/README.md): a box prompt <= 1.5x the local predictor + 5 ms; a 1024x1024 uint16 upload
 <= 50 ms; 8 clients x 50 prompts all answered correctly with a total throughput at least one client's.
@@ -26,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import machine
+from common import machine, random_ovsam
 
 CLASSES = ["nucleus", "rod", "ring", "cluster"]
 
 
-def start_server(model: str, port: int, cache: str | None = None) -> subprocess.Popen:
+def start_server(model: str, port: int, device: str = "cpu", cache: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [
         sys.executable,
@@ -40,7 +41,7 @@ def start_server(model: str, port: int, cache: str | None = None) -> subprocess.
         "--model",
         model,
         "--device",
-        "cpu",
+        device,
         "--port",
         str(port),
     ]
@@ -114,7 +115,7 @@ def bench_model(name: str, served: str, local_model, args, port: int) -> None:
     image = rng.integers(0, 4000, (size, size), dtype=np.uint16)
     image[size // 4 : size // 2, size // 4 : size // 2] += 20000
     boxes = boxes_for(args.prompts, image.shape)
-    server = start_server(served, port)
+    server = start_server(served, port, args.device)
     try:
         url = f"http://127.0.0.1:{port}"
         local = OVSAMPredictor(local_model)
@@ -197,21 +198,28 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, or cuda on a GPU machine (local and server alike)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ovsam_model.build import build_ovsam
     from ovsam_model.checkpoint.own import save_checkpoint
 
-    print(f"# OV-SAM server over loopback ({machine()}); server: its own process, one torch thread")
+    print(
+        f"# OV-SAM server over loopback ({machine(args.device)}); server: its own process, one torch thread"
+    )
     with tempfile.TemporaryDirectory() as folder:
         for i, name in enumerate(args.models):
             torch.manual_seed(0)
-            model = build_ovsam(name, device="cpu")
+            # demo: the shipped weights; any other model with random weights (the cost does not depend on
+            # them), served from a checkpoint of these very weights
+            model = build_ovsam(name, device="cpu") if name == "demo" else random_ovsam(name)
             served = name
-            if name == "tiny":  # random weights: serve these very weights
-                served = str(save_checkpoint(model, Path(folder) / "tiny.safetensors"))
-                model = build_ovsam(served, device="cpu")
+            if name != "demo":
+                served = str(save_checkpoint(model, Path(folder) / f"{name}.safetensors"))
+            model = build_ovsam(served, device=args.device)
             bench_model(name, served, model, args, args.port + i)
 
 
