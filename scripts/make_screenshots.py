@@ -16,8 +16,12 @@ Writes, in this order, 1400 x 900 each:
   resolution through tiles;
 - ``widget_teach.png``: the Teach tab on a synthetic image with dumbbells (a class the demo model never saw):
   'dumbbell' added and taught by three commits, four other objects committed (wrong names corrected), a
-  fourth dumbbell's preview named from the examples.
+  fourth dumbbell's preview named from the examples;
+- ``widget_remote.png``: the Model box on the remote backend, connected to an OV-SAM server on this machine
+  (the same model), two objects committed from boxes and a third previewed; the status line times the
+  prompt's round trip.
 
+``--scenes remote teach`` refreshes only those (start, 2d, stack, everything, finetune, large, teach, remote).
 The demo model is used when its weights are installed, else the tiny random one. Nothing is trained.
 """
 
@@ -300,6 +304,64 @@ def teach(s: Shots) -> None:
     s.shot("widget_teach.png")
 
 
+def remote(s: Shots) -> None:
+    """The remote backend: a server on this machine (the same model) in a thread, the widget connected to it."""
+    import numpy as np
+
+    from ovsam_model.build import build_ovsam
+    from ovsam_model.predictor import OVSAMPredictor
+    from ovsam_model.serve import DEFAULT_PORT
+    from ovsam_model.serve.app import create_app
+    from ovsam_model.serve.engine import Engine
+    from ovsam_model.serve.local import free_port, serve_in_thread
+
+    engine = Engine(OVSAMPredictor(build_ovsam(s.model, device="cpu")))
+    try:
+        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
+        with serve_in_thread(create_app(engine), port=port) as url:
+            s.settle()  # the local model's loading, when this scene runs first
+            s.widget._model_panel.set_backend("remote")
+            if s.widget.connect_remote(url) is None:
+                raise RuntimeError(f"Connecting to {url} was refused: {s.widget.status}")
+            s.settle()
+            if not getattr(s.widget.session.predictor, "remote", False):
+                raise RuntimeError(f"The widget did not connect to {url}: {s.widget.status}")
+            image = s.show(*s.flat)
+            boxes = object_boxes(np.asarray(image.data), 3)
+            for box in boxes[:2]:
+                s.prompt(box=box)
+            s.widget.commit()
+            s.prompt(box=boxes[2])
+            s.widget.segment()
+            s.viewer.reset_view()
+            s.shot("widget_remote.png")
+    finally:
+        engine.close()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+SCENES: dict[str, Callable[[Shots], None]] = {
+    "start": lambda s: s.shot("widget_start.png"),
+    "2d": two_d,
+    "stack": stack,
+    "everything": everything_and_review,
+    "finetune": finetune,
+    "large": large,
+    "teach": teach,
+    "remote": remote,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python scripts/make_screenshots.py", description=__doc__.split("\n")[0]
@@ -307,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="folder for the PNG files")
     parser.add_argument(
         "--model", default="demo" if DEMO_WEIGHTS.exists() else "tiny", help="model to load (demo, tiny, ...)"
+    )
+    parser.add_argument(
+        "--scenes", nargs="+", choices=list(SCENES), default=list(SCENES), help="the screenshots to refresh"
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -334,9 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     shots = Shots(
         viewer, app, widget, args.out, args.model, (image_data, image_kwargs), (stack_data, stack_kwargs)
     )
-    shots.shot("widget_start.png")
-    for scene in (two_d, stack, everything_and_review, finetune, large, teach):
-        scene(shots)
+    for name in [n for n in SCENES if n in args.scenes]:  # in order: later scenes build on earlier ones
+        SCENES[name](shots)
     names = ", ".join(p.name for p in sorted(args.out.glob("widget_*.png")))
     print(f"Wrote {names} to {args.out} in {time.monotonic() - started:.0f} s")
     widget.close()

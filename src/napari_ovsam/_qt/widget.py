@@ -172,6 +172,11 @@ class OVSAMWidget(QWidget):
         """Load a model in the background (default: the chosen one); returns the job, or None if refused."""
         return self._model_panel.load_model(name, device, checkpoint)
 
+    def connect_remote(self, url: str | None = None, token: str | None = None) -> Job | None:
+        """Use the model of an OV-SAM server (``python -m ovsam_model.serve``; default: the address and token
+        the Model box shows), connecting in the background; returns the job, or None if refused."""
+        return self._model_panel.connect_remote(url, token)
+
     def finetune(self) -> Job | None:
         """Fine-tune the loaded model on the committed, named objects of the open images (background
         process); returns the job, or None if refused."""
