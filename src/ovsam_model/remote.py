@@ -92,8 +92,10 @@ class RemotePredictor:
 
     url: the server's address ("http://host:8765"). token: its bearer token, if it needs one. model: the name
     or fingerprint of the model expected (a ``RemoteError`` if the server runs another); None takes any.
-    timeout: seconds per request. retries: attempts after a connection failure or a busy answer. compress:
-    send images zlib-compressed (default: unless the server is on this machine).
+    timeout: seconds per request; prompt_timeout: for prompts on an image the server holds whole (``predict``,
+    ``example_features``), which it answers in milliseconds and napari waits for on its GUI thread, so that a
+    hung server shows as an error rather than a frozen window. retries: attempts after a connection failure or
+    a busy answer. compress: send images zlib-compressed (default: unless the server is on this machine).
     transport: an ``httpx`` transport (tests). Connects (and checks the token) when created.
     """
 
@@ -108,6 +110,7 @@ class RemotePredictor:
         *,
         model: str | None = None,
         timeout: float = 120.0,
+        prompt_timeout: float = 15.0,
         retries: int = 3,
         backoff: float = 0.2,
         compress: bool | None = None,
@@ -128,6 +131,7 @@ class RemotePredictor:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._httpx = httpx
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.prompt_timeout = float(prompt_timeout)
         self._pixels: OrderedDict[str, tuple[np.ndarray, tuple[float, float] | None]] = OrderedDict()
         self._pixel_budget = int(pixel_memory_bytes)
         self._lock = threading.Lock()
@@ -335,7 +339,9 @@ class RemotePredictor:
                     f"pixels, got shape {dense.shape}."
                 )
             masks = dense[:, None]
-        data = self._on_image("example-features", {"masks": masks_to_wire(masks)}, vocabulary=False)
+        data = self._on_image(
+            "example-features", {"masks": masks_to_wire(masks)}, vocabulary=False, timeout=self.prompt_timeout
+        )
         return array_from_text(data["features"], self._max_bytes)
 
     def add_examples(self, features: np.ndarray, class_names: Sequence[str]) -> int:
@@ -401,7 +407,8 @@ class RemotePredictor:
             "points": _listed(points), "point_labels": _listed(point_labels), "boxes": _listed(boxes),
             "multimask_output": bool(multimask_output), "top_k": top_k,
         }  # fmt: skip
-        data = self._on_image("predict", body)
+        # a tiled image's tiles are encoded by the prompts that need them: the long timeout
+        data = self._on_image("predict", body, timeout=None if self.image_tiled else self.prompt_timeout)
         assert self.original_size is not None
         return prediction_from_wire(data, self.original_size)
 
@@ -423,7 +430,9 @@ class RemotePredictor:
     def _max_bytes(self) -> int:
         return int(self.server_info.get("limits", {}).get("max_body_bytes", 2**31))
 
-    def _on_image(self, action: str, body: dict[str, Any], *, vocabulary: bool = True) -> dict[str, Any]:
+    def _on_image(
+        self, action: str, body: dict[str, Any], *, vocabulary: bool = True, timeout: float | None = None
+    ) -> dict[str, Any]:
         """POST to the image's endpoint; an image, vocabulary or examples the server has forgotten (after a
         restart, or on another replica) are sent again."""
         if self.image_id is None:
@@ -439,7 +448,8 @@ class RemotePredictor:
                 else {}
             )
             request = {**body, **ids, **inline}
-            response = self._post_json(f"/v1/images/{self.image_id}/{action}", request, allow=(404,))
+            path = f"/v1/images/{self.image_id}/{action}"
+            response = self._post_json(path, request, allow=(404,), timeout=timeout)
             if response.status_code != 404:
                 return response.json()
             error = _error_of(response)
@@ -456,8 +466,11 @@ class RemotePredictor:
 
     # ------------------------------------------------------------------------------------------ HTTP
 
-    def _post_json(self, path: str, body: dict[str, Any], allow: tuple[int, ...] = ()) -> Any:
-        response = self._call("POST", path, json=body, allow=allow)
+    def _post_json(
+        self, path: str, body: dict[str, Any], allow: tuple[int, ...] = (), timeout: float | None = None
+    ) -> Any:
+        options = {} if timeout is None else {"timeout": timeout}
+        response = self._call("POST", path, json=body, allow=allow, **options)
         return response if allow else response.json()
 
     def _call(self, method: str, path: str, *, allow: tuple[int, ...] = (), **kwargs: Any) -> Any:
@@ -479,8 +492,10 @@ class RemotePredictor:
                     "running there, and are the address and port right?"
                 ) from None
             except httpx.TimeoutException:
+                waited = kwargs.get("timeout", self._http.timeout.read)
                 raise RemoteError(
-                    f"The OV-SAM server at {self.url} did not answer within {self._http.timeout.read} s."
+                    f"The OV-SAM server at {self.url} did not answer within {waited:g} s: it may be busy with "
+                    "a long request or stalled; try again, or check the server."
                 ) from None
             self.last_timing = _timing(response, time.perf_counter() - started)
             if response.status_code == 503 and attempt < self.retries:

@@ -512,3 +512,18 @@ def test_a_large_image_is_tiled_on_the_server_as_it_is_here(remote, local) -> No
     assert type(got.masks).__name__ == "CompactMasks"
     same(got, expected)
     np.testing.assert_array_equal(got.tiles, expected.tiles)
+
+
+def test_a_prompt_to_a_stalled_server_fails_within_the_prompt_timeout(tiny_model, image16) -> None:
+    with server(tiny_model) as (url, engine):
+        predictor = RemotePredictor(url, prompt_timeout=0.5)
+        predictor.set_vocabulary(CLASSES)
+        predictor.set_image(image16)
+        gate = threading.Event()
+        engine.submit(lambda: gate.wait(30))  # the model thread is stuck
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match="did not answer within 0.5 s"):
+            predictor.predict(boxes=[40, 30, 80, 60])
+        assert time.monotonic() - started < 5
+        gate.set()
+        assert predictor.predict(boxes=[40, 30, 80, 60]).masks.shape[0] == 1
