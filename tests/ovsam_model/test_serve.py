@@ -527,3 +527,19 @@ def test_a_prompt_to_a_stalled_server_fails_within_the_prompt_timeout(tiny_model
         assert time.monotonic() - started < 5
         gate.set()
         assert predictor.predict(boxes=[40, 30, 80, 60]).masks.shape[0] == 1
+
+
+def test_encoded_images_are_kept_within_the_memory_budget(tiny_model, local, image16) -> None:
+    with server(tiny_model, memory_bytes=1) as (url, engine):  # room for the last image only
+        predictor = RemotePredictor(url)
+        predictor.set_vocabulary(CLASSES)
+        images = [image16 + i for i in range(3)]
+        states = []
+        for image in images:
+            predictor.set_image(image)
+            states.append(predictor.get_image_embedding())
+        assert list(engine.images) == [predictor.image_id]
+        predictor.set_image_embedding(states[0])  # evicted on the server: sent and encoded again
+        local.set_image(images[0])
+        same(predictor.predict(boxes=[40, 30, 80, 60]), local.predict(boxes=[40, 30, 80, 60]))
+        assert engine.stats["encoded"] == 4 and len(engine.images) == 1
