@@ -543,3 +543,29 @@ def test_encoded_images_are_kept_within_the_memory_budget(tiny_model, local, ima
         local.set_image(images[0])
         same(predictor.predict(boxes=[40, 30, 80, 60]), local.predict(boxes=[40, 30, 80, 60]))
         assert engine.stats["encoded"] == 4 and len(engine.images) == 1
+
+
+def test_clients_with_other_vocabularies_and_examples_each_get_their_own_names(served, tiny_model) -> None:
+    url, _ = served
+    rng = np.random.default_rng(5)
+    whole = rng.integers(0, 3000, size=(90, 150), dtype=np.uint16)
+    tiled = rng.integers(0, 3000, size=(300, 420), dtype=np.uint16)
+    vocabularies = [CLASSES, ["cell", "blob, spot"]]
+    pairs = []
+    for k, vocabulary in enumerate(vocabularies):
+        mine, theirs = OVSAMPredictor(tiny_model), RemotePredictor(url, token=TOKEN)
+        for p in (mine, theirs):
+            p.set_vocabulary(vocabulary)
+        if k == 1:  # the second client has examples too
+            mine.set_image(whole)
+            masks = np.zeros((1, *whole.shape), bool)
+            masks[0, 10:40, 20:60] = True
+            mine.add_examples(mine.example_features(masks), ["speck"])
+            theirs.set_examples(mine.examples)
+        pairs.append((mine, theirs))
+    for _ in range(2):  # alternating: the server switches image, vocabulary and examples every request
+        for image in (whole, tiled):
+            for mine, theirs in pairs:
+                mine.set_image(image)
+                theirs.set_image(image)
+                same(theirs.predict(boxes=[20, 10, 60, 40]), mine.predict(boxes=[20, 10, 60, 40]), atol=1e-5)

@@ -37,6 +37,7 @@ DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_QUEUE = 64
 MAX_VOCABULARIES = 64
 MAX_MERGED_PROMPTS = 256
+BOUND = "_served_ids"  # the attribute of a predictor that names the vocabulary and examples set on it
 # Image ids are content hashes (32 hex digits): anything else is unknown, and never becomes a file name.
 _IMAGE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -144,9 +145,6 @@ class Engine:
         self.images: OrderedDict[str, ImageEntry] = OrderedDict()
         self.vocabularies: OrderedDict[str, tuple[Vocabulary, torch.Tensor]] = OrderedDict()
         self.example_sets: OrderedDict[str, Any] = OrderedDict()
-        self._bound: dict[
-            int, tuple[str | None, str | None]
-        ] = {}  # predictor id -> (vocabulary, examples) set
         self._pending: deque[Job] = deque()
         self._cv = threading.Condition()
         self._stop = False
@@ -351,13 +349,15 @@ class Engine:
                 predictor.set_image_features(
                     entry.features, entry.original_size, entry.input_size, entry.pixels
                 )
-        bound = self._bound.get(id(predictor), (None, None))
+        # (vocabulary id, examples id) the predictor holds: kept on it, so that a copy (a tiled image's
+        # predictor) inherits the marker together with what it marks
+        bound = getattr(predictor, BOUND, (None, None))
         if vocabulary is not None and (bound[0] != vocabulary or predictor.vocabulary is None):
             vocab, embeddings = self.vocabularies[vocabulary]
             predictor.set_vocabulary(vocab, text_embeddings=embeddings)
         if bound[1] != examples:
             predictor.set_examples(None if examples is None else self.example_sets[examples])
-        self._bound[id(predictor)] = (vocabulary if vocabulary is not None else bound[0], examples)
+        setattr(predictor, BOUND, (vocabulary if vocabulary is not None else bound[0], examples))
         return predictor
 
     # ------------------------------------------------------------------------------------------ prompts
