@@ -13,15 +13,14 @@ reference to the server's embedding (a few bytes), which the plugin's embedding 
 The pixels of the images set recently are kept here (``pixel_memory_bytes``) so that, when a restarted server
 has forgotten an image or a vocabulary, the client sends it again and the request goes through.
 
-Connection failures and "busy" answers are retried with backoff; what cannot be retried raises a
-``RemoteError`` (unreachable, token refused, another model than the one asked for) or, for input the model
-refuses, the ``ValueError`` the local predictor raises, with the same message.
+Connection failures and "busy" answers are retried with backoff (``serve.client``); what cannot be retried
+raises a ``RemoteError`` (unreachable, token refused, another model than the one asked for) or, for input the
+model refuses, the ``ValueError`` the local predictor raises, with the same message.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,15 +29,13 @@ from typing import Any
 import numpy as np
 
 from .prediction import NO_IMAGE, NO_VOCABULARY, Prediction, check_top_k
+from .remote_examples import RemoteExamples
+from .serve.client import RemoteError, ServerConnection, Timing, error_of
 from .serve.wire import DEFLATE, NPY, encode_array, instances_from_wire, prediction_from_wire
 from .vocabulary import Vocabulary, as_vocabulary
 
 REFERENCE = "remote_image"  # the key of an embedding reference in a state dict
 DEFAULT_PIXEL_MEMORY = 1024**3
-
-
-class RemoteError(RuntimeError):
-    """The server could not be used: the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -73,21 +70,7 @@ class RemoteDevice:
         return f"{self.server_device} at {self.url}"
 
 
-@dataclass(frozen=True)
-class Timing:
-    """One call's round trip, the server's part of it, and of that the time waiting for and running the
-    model (queue, compute), in seconds (from the ``Server-Timing`` header)."""
-
-    round_trip: float
-    server: float
-    queue: float
-    compute: float = 0.0
-
-    def describe(self) -> str:
-        return f"round trip {self.round_trip * 1000:.0f} ms (server {self.server * 1000:.0f} ms)"
-
-
-class RemotePredictor:
+class RemotePredictor(RemoteExamples):
     """Segment and name objects with a model served by ``python -m ovsam_model.serve`` (module docstring).
 
     url: the server's address ("http://host:8765"). token: its bearer token, if it needs one. model: the name
@@ -117,25 +100,16 @@ class RemotePredictor:
         pixel_memory_bytes: int = DEFAULT_PIXEL_MEMORY,
         transport: Any = None,
     ) -> None:
-        try:
-            import httpx
-        except ImportError:  # pragma: no cover - the serve extra is missing
-            raise RemoteError("RemotePredictor needs httpx: pip install 'napari-ovsam[serve]'.") from None
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise RemoteError(f"The server address must start with http:// or https://, got {url!r}.")
-        self.url = url.rstrip("/")
-        self.token = token or None
-        self.retries, self.backoff = int(retries), float(backoff)
-        # zlib costs more than it saves on loopback (measured: 102 vs 9 ms for a 1024x1024 uint16 slice)
+        self._server = ServerConnection(
+            url, token, timeout=timeout, retries=retries, backoff=backoff, transport=transport
+        )
+        self.url, self.token = self._server.url, self._server.token
+        # zlib costs more than it saves on loopback (measured: 87 vs 5-8 ms for a 1024x1024 uint16 slice)
         self.compress = not _is_loopback(self.url) if compress is None else bool(compress)
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._httpx = httpx
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
         self.prompt_timeout = float(prompt_timeout)
         self._pixels: OrderedDict[str, tuple[np.ndarray, tuple[float, float] | None]] = OrderedDict()
         self._pixel_budget = int(pixel_memory_bytes)
         self._lock = threading.Lock()
-        self.last_timing: Timing | None = None
         self.server_info = self.connect(model)
         self.model = RemoteModel(self.server_info, self.url)
         self.fingerprint = self.model.fingerprint
@@ -145,8 +119,7 @@ class RemotePredictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.image_tiled = False
-        self._examples: Any = None  # an ExampleSet, or None: named from the text alone
-        self._examples_id: str | None = None
+        self._examples = self._examples_id = None  # see RemoteExamples
         defaults = self.server_info.get("classes")
         if defaults:  # the served checkpoint's own vocabulary, as the local predictor starts with it
             self.set_vocabulary(Vocabulary.from_dict(defaults))
@@ -160,13 +133,18 @@ class RemotePredictor:
         info["limits"], info["version"] = answer.get("limits", {}), answer.get("version")
         info["stats"] = answer.get(
             "stats", {}
-        )  # the server's counters (requests, model calls, merged prompts)
+        )  # the server's counters: requests, model calls, merged prompts
         if model is not None and model not in (info["name"], info["fingerprint"]):
             raise RemoteError(
                 f"The server at {self.url} runs the model '{info['name']}', not '{model}': start it with "
                 f"--model {model}, or connect without asking for a model."
             )
         return info
+
+    @property
+    def last_timing(self) -> Timing | None:
+        """The round trip and server times of the last call to the server (None before the first)."""
+        return self._server.last_timing
 
     def ping(self) -> Timing:
         """One round trip to the server (``GET /v1/health``)."""
@@ -187,7 +165,7 @@ class RemotePredictor:
         return class_union(vocabulary, self.examples.classes)
 
     def close(self) -> None:
-        self._http.close()
+        self._server.close()
 
     # ------------------------------------------------------------------------------------------ image
 
@@ -299,94 +277,6 @@ class RemotePredictor:
         answer = self._post_json("/v1/vocabularies", _vocabulary_body(vocabulary))
         self.vocabulary, self._vocabulary_id = vocabulary, str(answer["id"])
 
-    # ------------------------------------------------------------------------------------------ examples
-
-    @property
-    def examples(self) -> Any:
-        """The examples taught so far (an ``ExampleSet`` of the served model; empty at first)."""
-        from .exemplars.store import ExampleSet
-
-        if self._examples is not None:
-            return self._examples
-        layout = self.server_info.get("examples") or {"layout": "", "width": 0}
-        return ExampleSet.empty(self.server_info["fingerprint"], layout["layout"], int(layout["width"]))
-
-    def set_examples(self, examples: Any) -> None:
-        """Name from these examples too (None or an empty set: from the text alone); they must be the served
-        model's (they are sent to the server with the next request that needs them)."""
-        if examples is None or len(examples) == 0:
-            self._examples = self._examples_id = None
-            return
-        mine = self.examples
-        examples.check_compatible(mine.model, mine.layout)
-        self._examples, self._examples_id = examples, None
-
-    def example_features(self, masks: Any) -> np.ndarray:
-        """float32 (N, F) features of bool masks (N, H, W), (H, W) or ``CompactMasks`` on the image set,
-        computed by the server (see ``OVSAMPredictor.example_features``)."""
-        from .prediction import CompactMasks
-        from .serve.wire import array_from_text, masks_to_wire
-
-        if self.image_id is None or self.original_size is None:
-            raise ValueError("No image is set: call predictor.set_image(image) first.")
-        if not isinstance(masks, CompactMasks):
-            dense = np.asarray(masks, bool)
-            if dense.ndim == 2:
-                dense = dense[None]
-            if dense.ndim != 3 or dense.shape[1:] != self.original_size:
-                raise ValueError(
-                    f"masks must be (N, H, W) or (H, W) bool arrays of the image's {self.original_size} "
-                    f"pixels, got shape {dense.shape}."
-                )
-            masks = dense[:, None]
-        data = self._on_image(
-            "example-features", {"masks": masks_to_wire(masks)}, vocabulary=False, timeout=self.prompt_timeout
-        )
-        return array_from_text(data["features"], self._max_bytes)
-
-    def add_examples(self, features: np.ndarray, class_names: Sequence[str]) -> int:
-        """Add examples from features computed before (``example_features``); returns how many."""
-        names = list(class_names)
-        self.set_examples(self.examples.add(features, names))
-        return len(names)
-
-    def forget_examples(self, class_names: Any = None) -> int:
-        """Drop the examples of ``class_names`` (None: all); returns how many were dropped."""
-        before = self.examples
-        names = (
-            None if class_names is None else [class_names] if isinstance(class_names, str) else class_names
-        )
-        self.set_examples(before.without(names))
-        return len(before) - len(self.examples)
-
-    def save_examples(self, path: Any) -> Any:
-        """Write the examples to ``path`` (``ExampleSet.save``)."""
-        return self.examples.save(path)
-
-    def load_examples(self, path: Any) -> int:
-        """Add the examples of a file written by ``save_examples`` (refused when another model made them)."""
-        from .exemplars.store import ExampleSet
-
-        loaded = ExampleSet.load(path)
-        self.set_examples(ExampleSet.concat([self.examples, loaded]))
-        return len(loaded)
-
-    def _examples_body(self) -> dict[str, Any]:
-        from .serve.wire import array_to_text
-
-        examples = self._examples
-        return {"features": array_to_text(examples.features), "class_names": list(examples.class_names),
-                "model": examples.model, "layout": examples.layout}  # fmt: skip
-
-    def _examples_reference(self) -> str | None:
-        """The server's id of the examples (sent now if the server has not seen them), or None."""
-
-        if self._examples is None:
-            return None
-        if self._examples_id is None:
-            self._examples_id = str(self._post_json("/v1/examples", self._examples_body())["id"])
-        return self._examples_id
-
     # ------------------------------------------------------------------------------------------ predict
 
     def predict(
@@ -452,7 +342,7 @@ class RemotePredictor:
             response = self._post_json(path, request, allow=(404,), timeout=timeout)
             if response.status_code != 404:
                 return response.json()
-            error = _error_of(response)
+            error = error_of(response)
             if error[0] == "unknown_vocabulary" and self.vocabulary is not None:
                 # the request itself carries it from now on: any server (or replica) can take it
                 inline["vocabulary_classes"] = _vocabulary_body(self.vocabulary)
@@ -469,55 +359,10 @@ class RemotePredictor:
     def _post_json(
         self, path: str, body: dict[str, Any], allow: tuple[int, ...] = (), timeout: float | None = None
     ) -> Any:
-        options = {} if timeout is None else {"timeout": timeout}
-        response = self._call("POST", path, json=body, allow=allow, **options)
-        return response if allow else response.json()
+        return self._server.post_json(path, body, allow, timeout)
 
     def _call(self, method: str, path: str, *, allow: tuple[int, ...] = (), **kwargs: Any) -> Any:
-        """One request, retried after connection failures and busy answers; errors as ``RemoteError`` (the
-        server unusable) or ``ValueError`` (input the model refuses, with its message)."""
-        httpx = self._httpx
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            started = time.perf_counter()
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as error:
-                if attempt < self.retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                raise RemoteError(
-                    f"Cannot reach the OV-SAM server at {self.url} ({error}): is `python -m ovsam_model.serve` "
-                    "running there, and are the address and port right?"
-                ) from None
-            except httpx.TimeoutException:
-                waited = kwargs.get("timeout", self._http.timeout.read)
-                raise RemoteError(
-                    f"The OV-SAM server at {self.url} did not answer within {waited:g} s: it may be busy with "
-                    "a long request or stalled; try again, or check the server."
-                ) from None
-            self.last_timing = _timing(response, time.perf_counter() - started)
-            if response.status_code == 503 and attempt < self.retries:
-                time.sleep(max(delay, _retry_after(response)))
-                delay *= 2
-                continue
-            if response.status_code < 400 or response.status_code in allow:
-                return response
-            self._raise(response)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _raise(self, response: Any) -> None:
-        code, message = _error_of(response)
-        status = response.status_code
-        if status == 401:
-            advice = "give the token it was started with (its --token-file, or OVSAM_TOKEN)"
-            if self.token:
-                raise RemoteError(f"The server at {self.url} refused the token: {advice}.")
-            raise RemoteError(f"The server at {self.url} needs a token: {advice}.")
-        if status in (413, 422):
-            raise ValueError(message)
-        raise RemoteError(f"The server at {self.url} answered {status} ({code}): {message}")
+        return self._server.call(method, path, allow=allow, **kwargs)
 
 
 def _is_loopback(url: str) -> bool:
@@ -526,34 +371,6 @@ def _is_loopback(url: str) -> bool:
     from .serve import is_loopback
 
     return is_loopback(urlsplit(url).hostname)
-
-
-def _error_of(response: Any) -> tuple[str, str]:
-    try:
-        data = response.json()
-        return str(data.get("error", "")), str(data.get("message", data))
-    except ValueError:
-        return "", response.text[:300]
-
-
-def _timing(response: Any, seconds: float) -> Timing:
-    """The round trip, and the server's queue and compute times from its ``Server-Timing`` header."""
-    parts: dict[str, float] = {}
-    for item in response.headers.get("server-timing", "").split(","):
-        name, _, duration = item.strip().partition(";dur=")
-        try:
-            parts[name] = float(duration) / 1000
-        except ValueError:
-            continue
-    queue, compute = parts.get("queue", 0.0), parts.get("compute", 0.0)
-    return Timing(seconds, parts.get("total", queue + compute), queue, compute)
-
-
-def _retry_after(response: Any) -> float:
-    try:
-        return float(response.headers.get("retry-after", 1))
-    except ValueError:
-        return 1.0
 
 
 def _vocabulary_body(vocabulary: Vocabulary) -> dict[str, Any]:
