@@ -19,7 +19,6 @@ import multiprocessing as mp
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,28 +31,10 @@ from common import machine, random_ovsam
 CLASSES = ["nucleus", "rod", "ring", "cluster"]
 
 
-def start_server(model: str, port: int, device: str = "cpu", cache: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "ovsam_model.serve",
-        "--model",
-        model,
-        "--device",
-        device,
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen(command + (["--cache", cache] if cache else []), env=env)
-    from ovsam_model.serve.local import wait_until_serving
+def start_server(model: str, port: int, device: str = "cpu") -> subprocess.Popen:
+    from ovsam_model.serve.local import start_server_process
 
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}", process)
-    except RuntimeError:
-        process.kill()
-        raise
-    return process
+    return start_server_process(["--model", model, "--device", device], port)
 
 
 def boxes_for(n: int, size: tuple[int, int]) -> np.ndarray:

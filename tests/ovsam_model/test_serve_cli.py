@@ -4,10 +4,8 @@ hashes never reach the disk cache."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from ovsam_model.remote import RemotePredictor  # noqa: E402
 from ovsam_model.serve.app import create_app  # noqa: E402
 from ovsam_model.serve.cli import parse_args  # noqa: E402
 from ovsam_model.serve.engine import Engine  # noqa: E402
-from ovsam_model.serve.local import free_port, serve_in_thread, wait_until_serving  # noqa: E402
+from ovsam_model.serve.local import free_port, serve_in_thread, start_server_process  # noqa: E402
 
 CLASSES = ["nucleus", "rod, bacterium", "ring"]
 
@@ -79,16 +77,8 @@ def test_ids_that_are_not_content_hashes_are_unknown(tiny_model, tmp_path: Path)
 
 
 def start(checkpoint: Path, port: int, token_file: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "ovsam_model.serve", "--model", str(checkpoint), "--device", "cpu",
-               "--port", str(port), "--token-file", str(token_file)]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}", process)
-    except RuntimeError:
-        process.kill()
-        raise
-    return process
+    args = ["--model", str(checkpoint), "--device", "cpu", "--token-file", str(token_file)]
+    return start_server_process(args, port, stderr=subprocess.PIPE)
 
 
 @pytest.mark.slow

@@ -1,9 +1,12 @@
-"""Run the server in a background thread of this process (notebooks, tests): ``serve_in_thread``; wait for a
-server started elsewhere: ``wait_until_serving``."""
+"""Run the server in a background thread of this process (notebooks, tests): ``serve_in_thread``; in a process
+of its own (benchmarks, tests): ``start_server_process``; wait for one to answer: ``wait_until_serving``."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -56,3 +59,19 @@ def wait_until_serving(url: str, process: Any = None, timeout: float = 120.0) ->
             pass
         time.sleep(0.2)
     raise RuntimeError(f"The server at {url} did not answer within {timeout:g} s.")
+
+
+def start_server_process(
+    args: list[str], port: int, *, threads: int = 1, stderr: Any = None
+) -> subprocess.Popen:
+    """``python -m ovsam_model.serve --port PORT ARGS...`` in a new process (``threads`` torch threads, offline),
+    returned once it answers on 127.0.0.1; killed, and a RuntimeError, if it stops or does not answer."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "ovsam_model.serve", "--port", str(port), *args]
+    process = subprocess.Popen(command, env=env, stderr=stderr, text=True)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
+    except BaseException:
+        process.kill()
+        raise
+    return process
