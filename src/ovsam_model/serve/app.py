@@ -166,7 +166,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
 
     async def json_body(request: Request, model: type[BaseModel]) -> Any:
         raw = await body(request)
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = _media_type(request)
         if kind != "application/json":
             raise ApiError(
                 415, "unsupported_media_type", f"Send JSON (Content-Type: application/json), not {kind!r}."
@@ -260,7 +260,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     async def upload(
         request: Request, contrast_low: float | None = None, contrast_high: float | None = None
     ) -> dict[str, Any]:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = _media_type(request)
         if kind != NPY:
             raise ApiError(415, "unsupported_media_type",
                            f"Send the image as np.save bytes with Content-Type: {NPY} (optionally "
@@ -380,6 +380,11 @@ def _examples_layout(model: Any) -> dict[str, Any]:
     from ..exemplars.learning import embedding_width, feature_layout
 
     return {"layout": feature_layout(model), "width": embedding_width(model) + len(SHAPE_FEATURE_NAMES)}
+
+
+def _media_type(request: Request) -> str:
+    """The request's media type, without parameters ("application/json; charset=utf-8" -> "application/json")."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def _array(value: Any, name: str) -> np.ndarray | None:

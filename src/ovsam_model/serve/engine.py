@@ -35,7 +35,7 @@ from ..vocabulary import Vocabulary
 
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_QUEUE = 64
-MAX_VOCABULARIES = 64
+MAX_HELD = 64  # vocabularies and example sets each (least recently used dropped)
 MAX_MERGED_PROMPTS = 256
 BOUND = "_served_ids"  # the attribute of a predictor that names the vocabulary and examples set on it
 # Image ids are content hashes (32 hex digits): anything else is unknown, and never becomes a file name.
@@ -259,10 +259,7 @@ class Engine:
             return ImageEntry(size, None, predictor=tiled, pixels=image, nbytes=nbytes)
         predictor.set_image(image, contrast_limits)
         self.stats["encoded"] += 1
-        features = predictor.features
-        entry = ImageEntry(
-            size, predictor.input_size, features, None, image, _feature_bytes(features) + image.nbytes
-        )
+        entry = self._whole_entry(image)
         if self.store is not None:
             self.store.put((self.fingerprint, key), predictor.get_image_embedding())
             self.store.clear_memory()
@@ -277,12 +274,16 @@ class Engine:
             return None
         self.predictor.set_image_embedding(state, image=image)
         self.stats["from_disk"] += 1
-        features = self.predictor.features
-        pixels_bytes = 0 if image is None else image.nbytes
+        return self._whole_entry(image)
+
+    def _whole_entry(self, image: np.ndarray | None) -> ImageEntry:
+        """The entry of the image the predictor holds whole now (encoded, or read from disk)."""
+        predictor = self.predictor
+        assert predictor.original_size is not None
+        nbytes = _feature_bytes(predictor.features) + (0 if image is None else image.nbytes)
         return ImageEntry(
-            self.predictor.original_size, self.predictor.input_size, features, None, image,
-            _feature_bytes(features) + pixels_bytes,
-        )  # fmt: skip
+            predictor.original_size, predictor.input_size, predictor.features, None, image, nbytes
+        )
 
     def _remember(self, key: str, entry: ImageEntry) -> None:
         self.images[key] = entry
@@ -311,12 +312,12 @@ class Engine:
 
             vocabulary, embeddings = vocabulary_embeddings(vocabulary, self.model.text_encoder)
             self.vocabularies[key] = (vocabulary, embeddings.to(self.predictor.device))
-            while len(self.vocabularies) > MAX_VOCABULARIES:
+            while len(self.vocabularies) > MAX_HELD:
                 self.vocabularies.popitem(last=False)
         self.vocabularies.move_to_end(key)
         return key
 
-    # ------------------------------------------------------------------------------------------ binding
+    # ------------------------------------------------------------------------------------------ examples
 
     def add_examples(self, examples: Any) -> str:
         """Keep an ``ExampleSet`` of this model (checked); returns its id (a hash of its content)."""
@@ -326,7 +327,7 @@ class Engine:
         key = examples_id(examples)
         self.example_sets[key] = examples
         self.example_sets.move_to_end(key)
-        while len(self.example_sets) > MAX_VOCABULARIES:
+        while len(self.example_sets) > MAX_HELD:
             self.example_sets.popitem(last=False)
         return key
 
