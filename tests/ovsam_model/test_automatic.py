@@ -168,10 +168,15 @@ def test_agreement_ranks_the_mask_most_proposals_agree_with_first() -> None:
     gt, classes = scene()
     options = {**LOOSE, "max_background": 0.5, "points_per_side": 16, "skip_covered": False}
     agreeing = AutomaticAnnotator(PartsPredictor(gt, classes), **options).annotate()
-    alone = AutomaticAnnotator(PartsPredictor(gt, classes), agreement=False, **options).annotate()
+    alone = AutomaticAnnotator(
+        PartsPredictor(gt, classes), agreement=False, contain=False, **options
+    ).annotate()
     assert same_partition(agreeing.labels, gt)  # the whole object wins over its often-proposed quarter
     third = alone.labels[36:60, 36:42]
     assert (third == third[0, 0]).all() and not np.isin(alone.labels[36:60, 42:60], third[0, 0]).any()
+    # Painted first, the quarter gives its place to the whole, which holds it.
+    contained = AutomaticAnnotator(PartsPredictor(gt, classes), agreement=False, **options).annotate()
+    assert same_partition(contained.labels, gt)
 
 
 class BoxPredictor(ScriptedPredictor):

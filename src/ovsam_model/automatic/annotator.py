@@ -80,6 +80,9 @@ class AutomaticAnnotator:
     proposals by predicted IoU x class probability x the share of overlapping proposals that agree with their
     mask (``automatic.agreement``; False: without that share). refine: decode and name each proposal kept by
     NMS again from its box (a box prompt gives a better mask and name than a click; False keeps the click's).
+    contain: when painting, an object found first that lies mostly inside a later, confident enough mask is
+    taken as a fragment of it and gives its place to the whole (``automatic.painting``; False: first come,
+    first served).
     multimask: decode 3 candidate masks per point and keep the one with the highest predicted IoU. top_k:
     alternatives kept per object.
     """
@@ -101,6 +104,7 @@ class AutomaticAnnotator:
         skip_empty: bool = True,
         agreement: bool = True,
         refine: bool = True,
+        contain: bool = True,
         multimask: bool = True,
         top_k: int = 3,
     ) -> None:
@@ -135,6 +139,7 @@ class AutomaticAnnotator:
         self.min_area = int(min_area)
         self.class_agnostic, self.skip_covered, self.multimask = class_agnostic, skip_covered, multimask
         self.skip_empty, self.agreement, self.refine = skip_empty, agreement, refine
+        self.contain = contain
         self.top_k = int(top_k)
         self.decoded_points = 0  # grid points decoded by the last ``annotate`` (the others were skipped)
 
@@ -197,7 +202,9 @@ class AutomaticAnnotator:
         wanted = np.flatnonzero(np.ones(len(keep), bool) if allowed is None else np.isin(named, allowed))
         order = wanted[np.argsort(-confidence[keep[wanted]], kind="stable")]
         masks, keep = [masks[i] for i in order], keep[order]
-        labels, kept = paint_instances(predictor, masks, kind, size, self.min_area)
+        labels, kept = paint_instances(
+            predictor, masks, kind, size, self.min_area, confidence[keep] if self.contain else None
+        )
         rows = keep[kept]
         return _instances(
             labels,

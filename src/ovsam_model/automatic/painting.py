@@ -13,31 +13,80 @@ import torch
 UPSCALE_STEP = 8
 # A proposal keeps its place only if at least this fraction of its mask is still free when it is painted.
 MIN_FREE_FRACTION = 0.5
+# A painted object lying at least this fraction inside a later, larger mask is taken to be a part of that
+# object (a fragment found first) and gives its place to the whole, if the whole's confidence is at least
+# CONTAIN_CONFIDENCE times its own.
+CONTAIN_FRACTION = 0.8
+CONTAIN_CONFIDENCE = 0.5
 
 
 def paint_instances(
-    predictor: Any, masks: Sequence[Any], kind: str, size: tuple[int, int], min_area: int
+    predictor: Any,
+    masks: Sequence[Any],
+    kind: str,
+    size: tuple[int, int],
+    min_area: int,
+    confidence: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paint ``masks`` (best first) into an int32 (H, W) label image with ids 1, 2, ... in painting order.
 
     kind "logits": each mask is float16 [4g, 4g] low-resolution logits of an image encoded whole (upsampled
     with the predictor's model); "crops": each is (bool (h, w) crop, (row, col) offset) in the image frame.
     A mask keeps its place if at least ``min_area`` pixels and ``MIN_FREE_FRACTION`` of it are still free.
-    Returns (labels, indices into ``masks`` of the objects painted, in id order).
+    confidence (one per mask): when given, painted objects lying ``CONTAIN_FRACTION`` inside a later mask
+    whose confidence is at least ``CONTAIN_CONFIDENCE`` times theirs are replaced by it (a fragment of an
+    object found before the whole). Returns (labels, indices into ``masks`` of the objects painted, in id
+    order).
     """
     labels = np.zeros(size, np.int32)
-    kept: list[int] = []
+    painted: list[int] = []  # index into masks of each provisional id - 1
+    areas: list[int] = []  # pixels each provisional id holds now (0 once replaced)
+    spans: list[tuple[slice, slice]] = []  # the box each provisional id was painted in
     for index, mask, offset in _full_masks(predictor, masks, kind, size):
         r, c = offset
         region = labels[r : r + mask.shape[0], c : c + mask.shape[1]]
         area = int(mask.sum())
-        free = mask & (region == 0)
-        taken = int(free.sum())
-        if area == 0 or taken < max(min_area, 1) or taken < MIN_FREE_FRACTION * area:
+        if area == 0:
             continue
-        kept.append(index)
-        region[free] = len(kept)
-    return labels, np.array(kept, np.int64)
+        under = region[mask]
+        parts = _contained_parts(under, areas, painted, confidence, index)
+        free = mask & ((region == 0) | np.isin(region, parts))
+        taken = int(free.sum())
+        if taken < max(min_area, 1) or taken < MIN_FREE_FRACTION * area:
+            continue
+        for part in parts:  # the fragments give way: their pixels outside this mask are freed too
+            box = labels[spans[part - 1]]
+            box[box == part] = 0
+            areas[part - 1] = 0
+        painted.append(index)
+        areas.append(taken)
+        spans.append((slice(r, r + mask.shape[0]), slice(c, c + mask.shape[1])))
+        region[free] = len(painted)
+    survivors = np.flatnonzero(np.array(areas, np.int64) > 0)
+    lookup = np.zeros(len(painted) + 1, np.int32)
+    lookup[survivors + 1] = np.arange(1, len(survivors) + 1, dtype=np.int32)
+    return lookup[labels], np.array(painted, np.int64)[survivors]
+
+
+def _contained_parts(
+    under: np.ndarray,
+    areas: list[int],
+    painted: list[int],
+    confidence: np.ndarray | None,
+    index: int,
+) -> np.ndarray:
+    """Provisional ids of painted objects lying ``CONTAIN_FRACTION`` inside the mask whose label pixels are
+    ``under`` and confident enough to give way to it (none when ``confidence`` is None)."""
+    if confidence is None:
+        return np.zeros(0, np.int32)
+    ids, counts = np.unique(under[under > 0], return_counts=True)
+    parts = [
+        int(i)
+        for i, n in zip(ids, counts)
+        if n >= CONTAIN_FRACTION * areas[i - 1]
+        and confidence[index] >= CONTAIN_CONFIDENCE * confidence[painted[i - 1]]
+    ]
+    return np.array(parts, np.int32)
 
 
 def _full_masks(predictor: Any, masks: Sequence[Any], kind: str, size: tuple[int, int]):
