@@ -137,6 +137,17 @@ def test_classifier_separates_examples_and_measures_novelty():
     np.testing.assert_array_equal(single.predict_proba(b), np.ones((5, 1)))
 
 
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_classifier_probabilities_are_scikit_learns(n_classes):
+    rng = np.random.default_rng(1)
+    labels = np.arange(12) % n_classes
+    features = rng.normal(0, 1, (12, 6)) + labels[:, None]
+    clf = ExemplarClassifier(features, labels, n_classes + 1)
+    objects = rng.normal(0, 2, (7, 6))
+    expected = clf.model.predict_proba(clf.transform(objects))
+    np.testing.assert_allclose(clf.predict_proba(objects)[:, :n_classes], expected, rtol=1e-10, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------- fusion
 def test_fusion_keeps_text_priors_adds_example_classes_and_rejects_the_unknown():
     vocabulary = ["nucleus", "rod"]
