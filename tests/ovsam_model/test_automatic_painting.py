@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ovsam_model.automatic import painting
 from ovsam_model.automatic.painting import paint_instances
 
 SIZE = (40, 40)
@@ -77,3 +78,19 @@ def test_several_fragments_of_one_object_give_way_together() -> None:
     labels, kept = paint([*parts, whole], confidence=[0.9, 0.9, 0.9, 0.9, 0.6])
     assert kept.tolist() == [4]
     assert (labels[10:20, 10:30] == 1).all() and labels.max() == 1
+
+
+def test_renumbering_in_bands_of_rows_gives_the_same_labels(monkeypatch) -> None:
+    masks = [
+        crop(slice(0, 5), slice(30, 35)),
+        crop(slice(10, 20), slice(9, 14)),
+        crop(slice(33, 38), slice(0, 6)),
+        crop(slice(10, 20), slice(10, 30)),
+    ]
+    confidence = [0.9, 0.8, 0.8, 0.7]
+    whole, kept = paint(masks, confidence)
+    monkeypatch.setattr(painting, "RENUMBER_ROWS", 7)
+    banded, kept_banded = paint(masks, confidence)
+    assert kept.tolist() == kept_banded.tolist() == [0, 2, 3]
+    np.testing.assert_array_equal(banded, whole)
+    assert set(np.unique(banded).tolist()) == {0, 1, 2, 3} and (banded[33:38, 0:6] == 2).all()

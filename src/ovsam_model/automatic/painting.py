@@ -18,6 +18,8 @@ MIN_FREE_FRACTION = 0.5
 # CONTAIN_CONFIDENCE times its own.
 CONTAIN_FRACTION = 0.8
 CONTAIN_CONFIDENCE = 0.5
+# Rows of the label image renumbered at once when fragments were replaced (bounds the temporary copy).
+RENUMBER_ROWS = 1024
 
 
 def paint_instances(
@@ -63,9 +65,13 @@ def paint_instances(
         spans.append((slice(r, r + mask.shape[0]), slice(c, c + mask.shape[1])))
         region[free] = len(painted)
     survivors = np.flatnonzero(np.array(areas, np.int64) > 0)
-    lookup = np.zeros(len(painted) + 1, np.int32)
-    lookup[survivors + 1] = np.arange(1, len(survivors) + 1, dtype=np.int32)
-    return lookup[labels], np.array(painted, np.int64)[survivors]
+    if len(survivors) < len(painted):  # ids 1..n again, in place a band of rows at a time (large images)
+        lookup = np.zeros(len(painted) + 1, np.int32)
+        lookup[survivors + 1] = np.arange(1, len(survivors) + 1, dtype=np.int32)
+        for start in range(0, size[0], RENUMBER_ROWS):
+            band = labels[start : start + RENUMBER_ROWS]
+            band[...] = lookup[band]
+    return labels, np.array(painted, np.int64)[survivors]
 
 
 def _contained_parts(
