@@ -14,6 +14,7 @@ example (``unknown`` rejection, with the text's opinion, in ``exemplars.fusion``
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit, softmax
 from sklearn.linear_model import LogisticRegression
 
 # Inverse regularisation strength of the logistic regression (sklearn's C), on standardised features.
@@ -87,11 +88,9 @@ def _logistic_proba(space: np.ndarray, coef: np.ndarray, intercept: np.ndarray) 
     per-call input validation, which costs more than the product itself when one object is named per prompt."""
     logits = space @ coef.T + intercept
     if coef.shape[0] == 1:  # two classes: one logistic
-        positive = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        positive = expit(logits[:, 0])
         return np.stack([1.0 - positive, positive], axis=1)
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return softmax(logits, axis=1)
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
