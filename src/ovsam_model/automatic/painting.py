@@ -50,9 +50,10 @@ def paint_instances(
         area = int(mask.sum())
         if area == 0:
             continue
-        under = region[mask]
-        parts = _contained_parts(under, areas, painted, confidence, index)
-        free = mask & ((region == 0) | np.isin(region, parts))
+        free = mask & (region == 0)
+        parts = _contained_parts(region, mask, areas, painted, confidence, index)
+        if len(parts):
+            free |= mask & np.isin(region, parts)
         taken = int(free.sum())
         if taken < max(min_area, 1) or taken < MIN_FREE_FRACTION * area:
             continue
@@ -75,16 +76,18 @@ def paint_instances(
 
 
 def _contained_parts(
-    under: np.ndarray,
+    region: np.ndarray,
+    mask: np.ndarray,
     areas: list[int],
     painted: list[int],
     confidence: np.ndarray | None,
     index: int,
 ) -> np.ndarray:
-    """Provisional ids of painted objects lying ``CONTAIN_FRACTION`` inside the mask whose label pixels are
-    ``under`` and confident enough to give way to it (none when ``confidence`` is None)."""
+    """Provisional ids of painted objects lying ``CONTAIN_FRACTION`` inside ``mask`` (over the labels
+    ``region``) and confident enough to give way to it (none when ``confidence`` is None)."""
     if confidence is None:
         return np.zeros(0, np.int32)
+    under = region[mask]
     ids, counts = np.unique(under[under > 0], return_counts=True)
     parts = [
         int(i)
